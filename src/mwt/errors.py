@@ -1,0 +1,13 @@
+"""User-facing errors: the CLI prints their message as one line and exits non-zero."""
+
+
+class MwtError(Exception):
+    """An error a user can meet and fix (bad argument, missing file, corrupted artifact)."""
+
+
+class DatasetNotFoundError(MwtError):
+    """The files of a dataset are not where we looked."""
+
+
+class CheckpointError(MwtError):
+    """A checkpoint, module or mask file is missing, corrupted or of the wrong kind."""
