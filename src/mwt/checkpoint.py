@@ -1,0 +1,113 @@
+"""Run checkpoints: ``checkpoint.safetensors`` (weights, optimizer state) + JSON (config, metrics).
+
+The safetensors file is the single source of truth: its header metadata carries the epoch, the
+run config and the metrics history, so a crash between writing it and its JSON mirrors can never
+pair weights with the wrong epoch. ``checkpoint.json`` and ``metrics.jsonl`` are rewritten from it.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from mwt.errors import CheckpointError, MwtError
+from mwt.io import (
+    atomic_write_bytes,
+    load_tensors,
+    read_json,
+    read_metadata,
+    save_tensors,
+    write_json,
+)
+
+FORMAT = "mwt-checkpoint/1"
+WEIGHTS = "checkpoint.safetensors"
+
+
+def save_checkpoint(out: Path, model: nn.Module, optimizer, epoch: int, run_config: dict,
+                    history: list[dict]) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            buf = optimizer.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                tensors[f"momentum.{names[id(p)]}"] = buf
+    meta = {"format": FORMAT, "epoch": str(epoch), "config": json.dumps(run_config),
+            "history": json.dumps(history)}
+    save_tensors(out / WEIGHTS, tensors, metadata=meta)
+    write_json(out / "checkpoint.json", {"format": FORMAT, "epoch": epoch,
+                                         "weights": WEIGHTS, "last": history[-1]})
+    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in history)
+    atomic_write_bytes(out / "metrics.jsonl", lines.encode())
+
+
+def read_checkpoint(run_dir) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and decoded metadata (epoch, config, history) of a run's checkpoint."""
+    path = Path(run_dir) / WEIGHTS
+    if not path.exists():
+        raise CheckpointError(f"{run_dir} holds no checkpoint ({WEIGHTS} is missing); "
+                              "is it a run directory made by `mwt train`?")
+    tensors = load_tensors(path)
+    meta = read_metadata(path)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a torch-mwt checkpoint")
+    try:
+        info = {"epoch": int(meta["epoch"]), "config": json.loads(meta["config"]),
+                "history": json.loads(meta["history"])}
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{path} has a damaged header") from exc
+    return tensors, info
+
+
+def _load_state(model: nn.Module, tensors: dict[str, torch.Tensor], where) -> None:
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"the checkpoint in {where} does not fit this model (missing {len(missing)} tensors, "
+            f"e.g. {missing[:2]}; unexpected {len(unexpected)}, e.g. {unexpected[:2]})")
+
+
+def load_checkpoint_into(run_dir, model: nn.Module, optimizer, device) -> tuple[int, list[dict]]:
+    """Restore weights and optimizer momentum in place; returns (epochs done, history)."""
+    tensors, info = read_checkpoint(run_dir)
+    _load_state(model, tensors, run_dir)
+    params = dict(model.named_parameters())
+    for name, p in params.items():
+        buf = tensors.get(f"momentum.{name}")
+        if buf is not None:
+            optimizer.state[p]["momentum_buffer"] = buf.to(device=p.device, dtype=p.dtype).clone()
+    model.to(device)
+    return info["epoch"], info["history"]
+
+
+def load_run(run_dir, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a registered model (standard or modular) from a run directory, with its weights."""
+    from mwt.gates import make_modular
+    from mwt.models import create_model
+
+    tensors, info = read_checkpoint(run_dir)
+    config = info["config"]
+    spec = config.get("model") or {}
+    if not spec.get("name"):
+        raise MwtError(f"{run_dir} was trained on a custom model; rebuild it in Python and load "
+                       f"the weights with mwt.checkpoint.load_weights")
+    model = create_model(spec["name"], spec["num_classes"], spec["in_channels"], spec["width"])
+    if config.get("modular"):
+        model = make_modular(model)
+    _load_state(model, tensors, run_dir)
+    model.to(device).eval()
+    return model, {**config, "epoch": info["epoch"], "history": info["history"]}
+
+
+def load_weights(model: nn.Module, run_dir) -> nn.Module:
+    """Load a run's weights into a model the caller built (e.g. a custom CNN)."""
+    tensors, _ = read_checkpoint(run_dir)
+    _load_state(model, tensors, run_dir)
+    return model
+
+
+__all__ = ["save_checkpoint", "read_checkpoint", "load_checkpoint_into", "load_run",
+           "load_weights", "read_json", "write_json"]

@@ -1,0 +1,129 @@
+"""Every registered model, standard and modular: shapes, gradients, kernel counts."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+import mwt
+from mwt.gates import gated_layers
+
+# Gated kernels at width 1.0: every conv's output channels except the first conv's.
+GATED_KERNELS = {
+    "vgg16": 64 + 2 * 128 + 3 * 256 + 6 * 512,          # 4224 kernels, minus conv 0
+    "simcnn": 64 + 2 * 128 + 3 * 256 + 6 * 512,
+    "rescnn": 3 * 128 + 256 + 7 * 512,                    # 4288 kernels, minus conv 0
+    "resnet18": 4 * 64 + 5 * 128 + 5 * 256 + 5 * 512,     # incl. the three 1x1 shortcut convs
+}
+
+
+def test_registry_lists_the_four_models():
+    assert mwt.list_models() == ["rescnn", "resnet18", "simcnn", "vgg16"]
+
+
+@pytest.mark.parametrize("name", sorted(GATED_KERNELS))
+def test_gated_kernel_count(name):
+    model = mwt.create_model(name, num_classes=10, in_channels=3, width=1.0)
+    assert mwt.count_gated_kernels(model) == GATED_KERNELS[name]
+    modular = mwt.make_modular(model)
+    assert mwt.count_gated_kernels(modular) == GATED_KERNELS[name]
+
+
+@pytest.mark.parametrize("name", sorted(GATED_KERNELS))
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+@pytest.mark.parametrize("modular", [False, True])
+def test_forward_backward(name, shape, modular):
+    model = mwt.create_model(name, num_classes=7, in_channels=shape[0], width=0.125)
+    if modular:
+        model = mwt.make_modular(model)
+    x = torch.randn(4, *shape)
+    y = torch.tensor([0, 1, 2, 6])
+    if modular:
+        logits, masks = model(x, return_masks=True)
+        assert len(masks) == len(gated_layers(model))
+        for mask, layer in zip(masks, gated_layers(model)):
+            assert mask.shape == (4, layer.kernels)
+            assert (mask >= 0).all() and (mask < 1).all()
+        loss = (nn.functional.cross_entropy(logits, y) + mwt.cohesion_loss(masks, y)
+                + mwt.coupling_loss(masks, y))
+    else:
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+    assert logits.shape == (4, 7)
+    assert torch.isfinite(logits).all()
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_modular_keeps_state_dict_keys_and_plain_forward():
+    model = mwt.create_model("resnet18", 10, 3, 0.125)
+    modular = mwt.make_modular(model)
+    std_keys = set(model.state_dict())
+    mod_keys = set(modular.state_dict())
+    assert std_keys <= mod_keys
+    assert all("gate" in k for k in mod_keys - std_keys)
+    modular.eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(modular(x), modular(x, return_masks=True)[0])
+
+
+def test_gates_start_open_and_copy_survives():
+    model = mwt.make_modular(mwt.create_model("vgg16", 10, 3, 0.125)).eval()
+    _, masks = model(torch.randn(8, 3, 32, 32), return_masks=True)
+    # The gate's output bias starts at 1.0, so most kernels start relevant.
+    assert torch.cat(masks, 1).gt(0).float().mean() > 0.5
+    clone = copy.deepcopy(model)
+    assert mwt.is_modular(clone) and len(gated_layers(clone)) == len(masks)
+
+
+def test_make_modular_does_not_touch_the_original():
+    model = mwt.create_model("simcnn", 10, 3, 0.125)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modular = mwt.make_modular(model)
+    with torch.no_grad():
+        for p in modular.parameters():
+            p.add_(1.0)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class UserCNN(nn.Module):
+    """A user's own CNN: Conv/BN/ReLU/pool/add/Linear, not from our registry."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.c = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        x = self.a(x)
+        x = self.b(x) + x
+        x = nn.functional.max_pool2d(self.c(x), 2)
+        return self.head(x.mean((2, 3)))
+
+
+def test_user_cnn_becomes_modular():
+    modular = mwt.make_modular(UserCNN())
+    logits, masks = modular(torch.randn(3, 1, 12, 12), return_masks=True)
+    assert logits.shape == (3, 3)
+    assert [m.shape[1] for m in masks] == [8, 16]
+
+
+def test_conv_without_bn_is_a_clear_error():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3), nn.ReLU())
+    with pytest.raises(mwt.MwtError, match="BatchNorm2d"):
+        mwt.make_modular(model)
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(mwt.MwtError, match="unknown model 'vgg19'"):
+        mwt.create_model("vgg19")
+
+
+def test_make_modular_twice_is_an_error():
+    modular = mwt.make_modular(mwt.create_model("vgg16", 10, 3, 0.125))
+    with pytest.raises(mwt.MwtError, match="already modular"):
+        mwt.make_modular(modular)
