@@ -131,7 +131,7 @@ def _batch_stats(model, x, y, config: TrainConfig, modular: bool):
     if modular:
         loss, ch, cp = modular_objective(ce, masks, y, config.alpha, config.beta, config.reduction)
         stats.update(cohesion_loss=ch, coupling_loss=cp, kernel_rate=kernel_rate(masks))
-    return loss, stats
+    return loss, {k: v.detach() for k, v in stats.items()}
 
 
 @torch.no_grad()
