@@ -36,6 +36,7 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out with its saved settings")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch summary lines")
     p.set_defaults(func=cmd_train)
 
 
@@ -54,7 +55,7 @@ def cmd_train(args) -> int:
         if not saved:
             raise MwtError(f"{out} was not made by `mwt train`; resume it from Python")
         epochs = args.epochs if args.epochs is not None else saved["epochs"]
-        keep = {"device": args.device, "no_progress": args.no_progress}
+        keep = {"device": args.device, "no_progress": args.no_progress, "quiet": args.quiet}
         args = argparse.Namespace(**{**saved, **keep, "epochs": epochs, "out": str(out),
                                      "resume": True})
     elif args.epochs is None:
@@ -74,7 +75,7 @@ def cmd_train(args) -> int:
             "mean": list(train_data.mean), "std": list(train_data.std), "cli": cli}
     result = train(model, train_data, test_data, epochs=args.epochs, alpha=alpha, beta=beta,
                    out=out, resume=args.resume, device=args.device,
-                   progress=not args.no_progress, run_info=info, lr=args.lr,
+                   progress=not args.no_progress, verbose=not args.quiet, run_info=info, lr=args.lr,
                    weight_decay=args.weight_decay, batch_size=args.batch_size,
                    reduction=args.reduction, seed=args.seed,
                    hflip=train_data.hflip and not args.no_flip)

@@ -166,13 +166,14 @@ def _check_data(x: torch.Tensor, y: torch.Tensor, model: nn.Module, what: str) -
 
 def train(model: nn.Module, train_data, test_data=None, *, epochs: int = 200,
           alpha: float | None = None, beta: float | None = None, out=None, resume: bool = False,
-          device: torch.device | str | None = None, progress: bool = True,
+          device: torch.device | str | None = None, progress: bool = True, verbose: bool = True,
           run_info: dict | None = None, **options) -> TrainResult:
     """Train ``model`` in place: modular training if it has gates, standard training otherwise.
 
     ``train_data`` / ``test_data``: an ``(X, y)`` pair of tensors, a torch Dataset or a DataLoader.
     ``out``: run directory for ``config.json``, ``metrics.jsonl`` and the checkpoint; with
     ``resume=True`` an interrupted run there continues from its last finished epoch.
+    ``progress`` shows a progress bar per epoch, ``verbose`` prints one summary line per epoch.
     ``options``: any other ``TrainConfig`` field (lr, batch_size, seed, reduction, ...).
     """
     unknown = set(options) - set(TrainConfig.__dataclass_fields__)
@@ -243,7 +244,7 @@ def train(model: nn.Module, train_data, test_data=None, *, epochs: int = 200,
             record.update({f"test_{k}": v for k, v in scores.items()})
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
-        if progress:
+        if verbose:
             tqdm.write(_summary(record))
         if out is not None:
             save_checkpoint(out, model, optimizer, epoch + 1, run_config, history)
