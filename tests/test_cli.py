@@ -17,15 +17,15 @@ def test_train_and_resume_on_demo(tmp_path, capsys, monkeypatch):
     # Keep the run tiny: the demo split is cut by a small loader wrapper.
     from helpers import demo_subset
 
-    import mwt.data.registry as registry
+    import mwt.runs
 
-    real = registry.load_dataset
+    real = mwt.runs.load_dataset
 
     def small(name, split="train", data_dir=None, download=False):
         data = real(name, split, data_dir, download)
         return demo_subset(split, 8) if name == "demo" else data
 
-    monkeypatch.setattr("mwt.data.load_dataset", small)
+    monkeypatch.setattr(mwt.runs, "load_dataset", small)
     out = tmp_path / "run"
     code, stdout, err = run(capsys, "train", "--model", "vgg16", "--width", "0.125",
                             "--dataset", "demo", "--epochs", "1", "--batch-size", "40",

@@ -40,51 +40,95 @@ def _add_train(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def cmd_train(args) -> int:
-    import torch
+TRAIN_OPTIONS = ("lr", "weight_decay", "batch_size", "reduction")
 
-    from mwt.data import load_dataset
-    from mwt.gates import make_modular
+
+def cmd_train(args) -> int:
     from mwt.io import read_json
-    from mwt.models import create_model
-    from mwt.train import default_alpha_beta, train
+    from mwt.runs import train_run
 
     out = Path(args.out)
     if args.resume:
         saved = read_json(out / "config.json").get("cli")
         if not saved:
             raise MwtError(f"{out} was not made by `mwt train`; resume it from Python")
-        epochs = args.epochs if args.epochs is not None else saved["epochs"]
-        keep = {"device": args.device, "no_progress": args.no_progress, "quiet": args.quiet}
-        args = argparse.Namespace(**{**saved, **keep, "epochs": epochs, "out": str(out),
-                                     "resume": True})
-    elif args.epochs is None:
-        args.epochs = 200
-    train_data = load_dataset(args.dataset, "train", args.data_dir, download=args.download)
-    test_data = load_dataset(args.dataset, "test", args.data_dir, download=args.download)
-    alpha, beta = default_alpha_beta(args.model, args.dataset)
-    alpha = alpha if args.alpha is None else args.alpha
-    beta = beta if args.beta is None else args.beta
-    torch.manual_seed(args.seed)
-    model = create_model(args.model, train_data.num_classes, train_data.in_channels, args.width)
-    if not args.standard:
-        model = make_modular(model)
-    cli = {k: v for k, v in vars(args).items() if k != "func"}
-    cli.update(alpha=alpha, beta=beta)
-    info = {"dataset": train_data.name, "classes": list(train_data.classes),
-            "mean": list(train_data.mean), "std": list(train_data.std), "cli": cli}
-    result = train(model, train_data, test_data, epochs=args.epochs, alpha=alpha, beta=beta,
-                   out=out, resume=args.resume, device=args.device,
-                   progress=not args.no_progress, verbose=not args.quiet, run_info=info, lr=args.lr,
-                   weight_decay=args.weight_decay, batch_size=args.batch_size,
-                   reduction=args.reduction, seed=args.seed,
-                   hflip=train_data.hflip and not args.no_flip)
+        settings = dict(saved)
+        if args.epochs is not None:
+            settings["epochs"] = args.epochs
+    else:
+        settings = {"model": args.model, "dataset": args.dataset, "width": args.width,
+                    "epochs": 200 if args.epochs is None else args.epochs,
+                    "standard": args.standard, "alpha": args.alpha, "beta": args.beta,
+                    "seed": args.seed, "data_dir": args.data_dir, "download": args.download,
+                    "hflip": not args.no_flip, **{k: getattr(args, k) for k in TRAIN_OPTIONS}}
+    result = train_run(out, resume=args.resume, device=args.device,
+                       progress=not args.no_progress, verbose=not args.quiet, **settings)
     final = result.final
-    kind = "standard" if args.standard else "modular"
-    line = f"{kind} {args.model} on {args.dataset}: test acc {final.get('test_acc', 0):.4f}"
+    kind = "standard" if settings["standard"] else "modular"
+    line = (f"{kind} {settings['model']} on {settings['dataset']}: "
+            f"test acc {final.get('test_acc', 0):.4f}")
     if "test_kernel_rate" in final:
         line += f", kernel rate {final['test_kernel_rate']:.4f}"
     print(f"{line}; run saved in {out}")
+    return 0
+
+
+def cmd_modularize(args) -> int:
+    from mwt.runs import modularize_run
+
+    mods = modularize_run(args.run, args.tau, data_dir=args.data_dir, device=args.device,
+                          batch_size=args.batch_size)
+    print(f"modules of {args.run} at tau {mods.tau}: KRR {mods.krr:.4f}, "
+          f"cohesion {mods.cohesion:.4f}, coupling {mods.coupling:.4f}")
+    print(f"{'class':<4} {'name':<16} {'kernels':>8} {'share':>7}")
+    for i, name in enumerate(mods.classes):
+        kept = int(mods.masks[i].sum())
+        print(f"{i:<4} {name[:16]:<16} {kept:>8} {kept / mods.total_kernels:>7.2%}")
+    seconds = mods.seconds
+    print(f"took {seconds['total']:.1f}s (pass over the training set {seconds['pass']:.1f}s); "
+          f"saved {args.run}/modules.safetensors and modules.json")
+    return 0
+
+
+def cmd_reuse(args) -> int:
+    from mwt.runs import reuse_run, standard_subtask_accuracy
+
+    sub = reuse_run(args.run, args.classes, args.out, epochs=args.epochs, data_dir=args.data_dir,
+                    device=args.device, keep_gates=args.keep_gates, fold_gates=args.fold_gates,
+                    lr=args.lr, seed=args.seed, verbose=not args.quiet)
+    r = sub.report
+    print(f"module for classes {r['classes']} ({', '.join(r['class_names'])}):")
+    print(f"  kernels kept   {r['kernel_share']:.2%} of the model's gated kernels")
+    print(f"  MACs           {r['macs'] / 1e6:.2f} M of {r['macs_full'] / 1e6:.2f} M "
+          f"({r['macs_ratio']:.2%})")
+    print(f"  parameters     {r['params']:,} of {r['params_full']:,} ({r['params_ratio']:.2%})")
+    print(f"  test accuracy  {r['acc_before_finetune']['test']:.4f} before fine-tuning, "
+          f"{r['acc_after_finetune']['test']:.4f} after {r['epochs']} epochs")
+    if args.compare:
+        acc = standard_subtask_accuracy(args.compare, r["classes"], args.data_dir, args.device)
+        print(f"  model {args.compare} on the same sub-task: {acc:.4f}")
+    if args.out:
+        print(f"saved {args.out}/module.safetensors and module.json")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from mwt.module_io import export_module, load_module
+
+    module = load_module(args.module)
+    suffix = ".pt" if args.format == "torchscript" else ".onnx"
+    out = args.out or str(Path(args.module) / f"module{suffix}")
+    export_module(module, out, args.format)
+    print(f"exported {args.module} as {args.format} to {out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from mwt.demo import run_demo
+
+    run_demo(args.out, model=args.model, width=args.width, epochs=args.epochs,
+             classes=args.classes, finetune_epochs=args.finetune_epochs, device=args.device,
+             progress=not args.no_progress)
     return 0
 
 
@@ -117,6 +161,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=float, default=1.0)
     p.set_defaults(func=cmd_models)
     sub.add_parser("datasets", help="list the registered datasets").set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("modularize", help="compute per-class modules of a trained run",
+                       description="Run the trained modular model over its training set and "
+                       "keep, per class, the kernels that at least a share tau of the class's "
+                       "samples use (paper section 3.3).")
+    p.add_argument("run", help="run directory made by `mwt train`")
+    p.add_argument("--tau", type=float, default=0.9, help="relevance frequency threshold")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_modularize)
+
+    p = sub.add_parser("reuse", help="build and fine-tune the module of a few classes",
+                       description="Cut the mixed module of the given classes out of a "
+                       "modularized run, add a new head and fine-tune it (paper section 3.4).")
+    p.add_argument("run", help="run directory with modules (see `mwt modularize`)")
+    p.add_argument("--classes", nargs="+", required=True, help="class ids or class names")
+    p.add_argument("--out", default=None, help="directory to save the module in")
+    p.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs")
+    p.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate")
+    gates = p.add_mutually_exclusive_group()
+    gates.add_argument("--keep-gates", action="store_true",
+                       help="keep the gates, restricted to the module's kernels")
+    gates.add_argument("--fold-gates", action="store_true",
+                       help="fold mean gate values into BatchNorm instead of dropping them")
+    p.add_argument("--compare", default=None,
+                   help="another run (e.g. a standard model) to score on the same sub-task")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_reuse)
+
+    p = sub.add_parser("demo", help="the whole pipeline on the embedded data, in minutes",
+                       description="Train a standard and a modular model on the embedded "
+                       "Fashion-MNIST subset, modularize, reuse a 2-class module, print a table.")
+    p.add_argument("--out", default="runs/demo", help="where the demo's runs go")
+    p.add_argument("--model", default="vgg16")
+    p.add_argument("--width", type=float, default=0.25)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--classes", nargs=2, default=["0", "3"], help="two class ids or names")
+    p.add_argument("--finetune-epochs", type=int, default=5)
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("export", help="export a saved module to TorchScript or ONNX")
+    what = p.add_subparsers(dest="what", required=True)
+    q = what.add_parser("module", help="export a module saved by `mwt reuse`")
+    q.add_argument("module", help="module directory (module.json + module.safetensors)")
+    q.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
+    q.add_argument("--out", default=None, help="output file (default: inside the module dir)")
+    q.set_defaults(func=cmd_export)
     return parser
 
 

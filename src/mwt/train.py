@@ -167,13 +167,15 @@ def _check_data(x: torch.Tensor, y: torch.Tensor, model: nn.Module, what: str) -
 def train(model: nn.Module, train_data, test_data=None, *, epochs: int = 200,
           alpha: float | None = None, beta: float | None = None, out=None, resume: bool = False,
           device: torch.device | str | None = None, progress: bool = True, verbose: bool = True,
-          run_info: dict | None = None, **options) -> TrainResult:
+          run_info: dict | None = None, restore_best: bool = False, **options) -> TrainResult:
     """Train ``model`` in place: modular training if it has gates, standard training otherwise.
 
     ``train_data`` / ``test_data``: an ``(X, y)`` pair of tensors, a torch Dataset or a DataLoader.
     ``out``: run directory for ``config.json``, ``metrics.jsonl`` and the checkpoint; with
     ``resume=True`` an interrupted run there continues from its last finished epoch.
     ``progress`` shows a progress bar per epoch, ``verbose`` prints one summary line per epoch.
+    ``restore_best``: end with the weights of the epoch with the best ``test_data`` accuracy;
+    pass a validation split (never the test set) as ``test_data`` for this.
     ``options``: any other ``TrainConfig`` field (lr, batch_size, seed, reduction, ...).
     """
     unknown = set(options) - set(TrainConfig.__dataclass_fields__)
@@ -208,6 +210,9 @@ def train(model: nn.Module, train_data, test_data=None, *, epochs: int = 200,
 
     n = len(y_train)
     steps = max(1, n // config.batch_size)  # drop the last partial batch, as a DataLoader would
+    if restore_best and test is None:
+        raise MwtError("restore_best needs validation data passed as test_data")
+    best_acc, best_state = -1.0, None
     generator = torch.Generator(device=device)
     for epoch in range(start_epoch, config.epochs):
         t0 = time.perf_counter()
@@ -244,10 +249,15 @@ def train(model: nn.Module, train_data, test_data=None, *, epochs: int = 200,
             record.update({f"test_{k}": v for k, v in scores.items()})
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
+        if restore_best and record["test_acc"] > best_acc:
+            best_acc = record["test_acc"]
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if verbose:
             tqdm.write(_summary(record))
         if out is not None:
             save_checkpoint(out, model, optimizer, epoch + 1, run_config, history)
+    if best_state is not None:
+        model.load_state_dict(best_state)
     return TrainResult(model=model, history=history, out=out)
 
 
