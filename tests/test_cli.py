@@ -15,9 +15,8 @@ def run(capsys, *argv):
 
 def test_train_and_resume_on_demo(tmp_path, capsys, monkeypatch):
     # Keep the run tiny: the demo split is cut by a small loader wrapper.
-    from helpers import demo_subset
-
     import mwt.runs
+    from helpers import demo_subset
 
     real = mwt.runs.load_dataset
 

@@ -3,11 +3,11 @@
 import pytest
 import torch
 import torch.nn as nn
-from test_models import UserCNN
 
 import mwt
 from mwt.extract import extract_module, kernel_share, pad_gather
 from mwt.gates import gated_layers
+from test_models import UserCNN
 
 MODELS = ["vgg16", "resnet18", "simcnn", "rescnn"]
 

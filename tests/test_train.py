@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
-from helpers import demo_subset, tiny_modular
 
 import mwt
+from helpers import demo_subset, tiny_modular
 from mwt.checkpoint import read_checkpoint
 
 

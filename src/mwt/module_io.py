@@ -6,6 +6,7 @@ Loading rebuilds that structure from the description and fills in the weights, s
 from a stranger can never run code.
 """
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -97,16 +98,19 @@ def export_module(module: nn.Module, path, fmt: str = "torchscript", input_shape
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
+    if fmt not in ("torchscript", "onnx"):
+        raise MwtError(f"unknown export format {fmt!r}; use torchscript or onnx")
     try:
-        if fmt == "torchscript":
-            with torch.no_grad():
-                torch.jit.save(torch.jit.trace(module, example), str(tmp))
-        elif fmt == "onnx":
-            torch.onnx.export(module, (example,), str(tmp), dynamo=False, input_names=["input"],
-                              output_names=["logits"], dynamic_axes={"input": {0: "batch"},
-                                                                     "logits": {0: "batch"}})
-        else:
-            raise MwtError(f"unknown export format {fmt!r}; use torchscript or onnx")
+        with warnings.catch_warnings():
+            # Both exporters handle these plain graphs; their deprecation notices are noise here.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            if fmt == "torchscript":
+                with torch.no_grad():
+                    torch.jit.save(torch.jit.trace(module, example), str(tmp))
+            else:
+                torch.onnx.export(module, (example,), str(tmp), dynamo=False,
+                                  input_names=["input"], output_names=["logits"],
+                                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
         tmp.replace(path)
     finally:
         if tmp.exists():

@@ -1,0 +1,124 @@
+"""On-demand reuse (section 3.4), module files and export."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import mwt
+from helpers import demo_subset
+from mwt.reuse import select_classes, subtask_accuracy
+from test_extract import sparse_modular
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    model = sparse_modular("resnet18", in_channels=1)
+    train = demo_subset("train", 30)
+    mods = mwt.modularize(model, train, 0.9, classes=train.classes)
+    return model, mods, train, demo_subset("test", 10)
+
+
+def test_reuse_builds_a_smaller_two_class_model(setup):
+    model, mods, train, test = setup
+    sub = mwt.reuse(model, mods, [0, 3], train, test_data=test, epochs=1, device="cpu",
+                    batch_size=20)
+    r = sub.report
+    assert sub(test.images[:4]).shape == (4, 2)
+    assert r["kernel_share"] == pytest.approx(mods.kernels_for([0, 3]).float().mean().item())
+    assert 0 < r["macs_ratio"] < 1 and 0 < r["params_ratio"] < 1
+    assert r["macs"] == mwt.count_macs(sub, (1, 28, 28))
+    before = subtask_accuracy(sub.module, select_classes(test, [0, 3]), [0, 3])
+    assert r["acc_before_finetune"]["test"] == pytest.approx(before)
+    assert 0 <= r["acc_after_finetune"]["test"] <= 1
+    assert len(r["history"]) == 1
+
+
+def test_select_classes_renumbers_in_given_order():
+    x = torch.arange(6.0).view(6, 1, 1, 1)
+    y = torch.tensor([0, 1, 2, 3, 2, 0])
+    xs, ys = select_classes((x, y), [2, 0])
+    assert xs.flatten().tolist() == [0.0, 2.0, 4.0, 5.0]
+    assert ys.tolist() == [1, 0, 0, 1]
+
+
+def test_reuse_rejects_bad_requests(setup):
+    model, mods, train, _ = setup
+    with pytest.raises(mwt.MwtError, match="out of range"):
+        mwt.reuse(model, mods, [0, 12], train, epochs=0)
+    with pytest.raises(mwt.MwtError, match="at least two classes"):
+        mwt.reuse(model, mods, [4], train, epochs=0)
+    other = sparse_modular("vgg16", in_channels=1)
+    with pytest.raises(mwt.MwtError, match="different model"):
+        mwt.reuse(other, mods, [0, 1], train, epochs=0)
+
+
+@pytest.mark.parametrize("options", [{}, {"keep_gates": True}, {"fold_gates": True}])
+def test_save_load_round_trip(setup, tmp_path, options):
+    model, mods, train, test = setup
+    sub = mwt.reuse(model, mods, [1, 7], train, epochs=0, device="cpu", **options).eval()
+    mwt.save_module(sub, tmp_path / "m")
+    raw = (tmp_path / "m" / "module.safetensors").read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    assert raw[8:9] == b"{" and header_len < len(raw)  # a safetensors header, no pickle
+    loaded = mwt.load_module(tmp_path / "m")
+    x = test.images[:6]
+    torch.testing.assert_close(loaded(x), sub(x), rtol=0, atol=0)
+    assert loaded.input_shape == (1, 28, 28)
+
+
+def test_plain_extracted_module_round_trip(setup, tmp_path):
+    model, mods, _, test = setup
+    module = mwt.extract_module(model, mods.kernels_for([2]), keep_gates=True)
+    mwt.save_module(module, tmp_path, input_shape=(1, 28, 28))
+    loaded = mwt.load_module(tmp_path)
+    x = test.images[:3]
+    torch.testing.assert_close(loaded(x), module(x), rtol=0, atol=0)
+
+
+def test_tampered_or_truncated_files_are_clear_errors(setup, tmp_path):
+    model, mods, train, _ = setup
+    sub = mwt.reuse(model, mods, [0, 3], train, epochs=0, device="cpu")
+    mwt.save_module(sub, tmp_path)
+    weights = tmp_path / "module.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) - 100])
+    with pytest.raises(mwt.CheckpointError, match="truncated"):
+        mwt.load_module(tmp_path)
+    weights.write_bytes(good)
+    meta = json.loads((tmp_path / "module.json").read_text())
+    meta["kernels"] = meta["kernels"][1:]  # structure no longer fits the weights
+    (tmp_path / "module.json").write_text(json.dumps(meta))
+    with pytest.raises(mwt.CheckpointError, match="consistent"):
+        mwt.load_module(tmp_path)
+    (tmp_path / "module.json").write_text("{not json")
+    with pytest.raises(mwt.CheckpointError, match="JSON"):
+        mwt.load_module(tmp_path)
+
+
+def test_torchscript_export_runs_without_mwt(setup, tmp_path):
+    model, mods, train, test = setup
+    sub = mwt.reuse(model, mods, [0, 3], train, epochs=0, device="cpu").eval()
+    path = mwt.export_module(sub, tmp_path / "m.pt", "torchscript", input_shape=(1, 28, 28))
+    x = test.images[:2]
+    torch.save(x, tmp_path / "x.pt")
+    code = (f"import sys, torch; m = torch.jit.load({str(path)!r}); "
+            f"x = torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True); "
+            "print(m(x).tolist()); assert 'mwt' not in sys.modules")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    expected = sub(x)
+    torch.testing.assert_close(torch.tensor(eval(out.stdout)), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_onnx_export_is_a_valid_model(setup, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    model, mods, train, _ = setup
+    sub = mwt.reuse(model, mods, [0, 3], train, epochs=0, device="cpu")
+    path = mwt.export_module(sub, tmp_path / "m.onnx", "onnx", input_shape=(1, 28, 28))
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    assert [o.name for o in proto.graph.output] == ["logits"]
