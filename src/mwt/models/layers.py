@@ -2,6 +2,8 @@
 
 import torch.nn as nn
 
+from mwt.models.registry import scaled
+
 
 def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
     """3x3 conv -> BatchNorm -> ReLU: the unit that MwT gates (the gate scales the BN output)."""
@@ -10,6 +12,20 @@ def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
         nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
     )
+
+
+def conv_stack(cfg, in_channels: int, width: float) -> tuple[nn.Sequential, int]:
+    """VGG-style features from a config of channel counts and "M" (max-pool); returns
+    (features, output channels)."""
+    layers, c_in = [], in_channels
+    for v in cfg:
+        if v == "M":
+            layers.append(max_pool())
+        else:
+            c_out = scaled(v, width)
+            layers.append(conv_bn_relu(c_in, c_out))
+            c_in = c_out
+    return nn.Sequential(*layers), c_in
 
 
 def max_pool() -> nn.MaxPool2d:

@@ -5,7 +5,7 @@ The original has no BatchNorm; MwT gates scale a BN output, so like the MwT refe
 
 import torch.nn as nn
 
-from mwt.models.layers import conv_bn_relu, init_weights, max_pool
+from mwt.models.layers import conv_stack, init_weights
 from mwt.models.registry import register_model, scaled
 
 SIMCNN_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
@@ -15,15 +15,7 @@ SIMCNN_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M"
 class SimCNN(nn.Module):
     def __init__(self, num_classes: int, in_channels: int, width: float):
         super().__init__()
-        layers, c_in = [], in_channels
-        for v in SIMCNN_CFG:
-            if v == "M":
-                layers.append(max_pool())
-            else:
-                c_out = scaled(v, width)
-                layers.append(conv_bn_relu(c_in, c_out))
-                c_in = c_out
-        self.features = nn.Sequential(*layers)
+        self.features, c_in = conv_stack(SIMCNN_CFG, in_channels, width)
         h = scaled(512, width)
         # CNNSplitter's head: dropout before each of the two hidden FC layers.
         self.classifier = nn.Sequential(

@@ -2,7 +2,7 @@
 
 import torch.nn as nn
 
-from mwt.models.layers import conv_bn_relu, init_weights, max_pool
+from mwt.models.layers import conv_stack, init_weights
 from mwt.models.registry import register_model, scaled
 
 VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
@@ -12,15 +12,7 @@ VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
 class VGG(nn.Module):
     def __init__(self, cfg, num_classes: int, in_channels: int, width: float, hidden: int = 512):
         super().__init__()
-        layers, c_in = [], in_channels
-        for v in cfg:
-            if v == "M":
-                layers.append(max_pool())
-            else:
-                c_out = scaled(v, width)
-                layers.append(conv_bn_relu(c_in, c_out))
-                c_in = c_out
-        self.features = nn.Sequential(*layers)
+        self.features, c_in = conv_stack(cfg, in_channels, width)
         h = scaled(hidden, width)
         self.classifier = nn.Sequential(
             nn.Flatten(),
