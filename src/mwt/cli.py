@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole pipeline on the embedded data, in minutes",
                        description="Train a standard and a modular model on the embedded "
                        "Fashion-MNIST subset, modularize, reuse a 2-class module, print a table.")
-    p.add_argument("--out", default="runs/demo", help="where the demo's runs go")
+    p.add_argument("--out", default="runs/mwt-demo", help="where the demo's runs go")
     p.add_argument("--model", default="vgg16")
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--epochs", type=int, default=8)

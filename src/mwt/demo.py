@@ -16,7 +16,7 @@ from mwt.reuse import reuse, select_classes, subtask_accuracy
 from mwt.runs import run_dataset, train_run
 
 
-def run_demo(out="runs/demo", *, model: str = "vgg16", width: float = 0.25, epochs: int = 8,
+def run_demo(out="runs/mwt-demo", *, model: str = "vgg16", width: float = 0.25, epochs: int = 8,
              classes=(0, 3), tau: float = 0.9, finetune_epochs: int = 5, device=None,
              progress: bool = True, seed: int = 0) -> dict:
     """Run the pipeline into ``out`` (re-running continues or reuses finished runs)."""

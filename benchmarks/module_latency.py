@@ -1,0 +1,86 @@
+"""Extracted-module latency against the full model, next to their MAC ratio.
+
+SPEC target: latency ratio within 1.25x of the MAC ratio (CPU, batch 128). The "full model" is
+the same architecture without gates. With ``--run DIR --classes ...`` the modules come from a
+modularized run; otherwise each layer keeps a random share of its kernels.
+
+    python benchmarks/module_latency.py --run runs/vgg --classes 0 3
+    python benchmarks/module_latency.py --model vgg16 --keep 0.25 0.5
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+import mwt
+
+
+@torch.no_grad()
+def latency(model, x, repeats: int) -> float:
+    model.eval()
+    model(x)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model(x)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def compare(modular, kernels, shape, batch: int, repeats: int, label: str) -> dict:
+    full = mwt.extract_module(modular, torch.ones_like(kernels))
+    module = mwt.extract_module(modular, kernels)
+    x = torch.randn(batch, *shape)
+    # alternate the two to share machine noise
+    t_full, t_mod = [], []
+    for _ in range(repeats):
+        t_full.append(latency(full, x, 1))
+        t_mod.append(latency(module, x, 1))
+    lat_ratio = statistics.median(t_mod) / statistics.median(t_full)
+    mac_ratio = mwt.count_macs(module, shape) / mwt.count_macs(full, shape)
+    return {"module": label, "kernel_share": kernels.float().mean().item(),
+            "full_ms": 1e3 * statistics.median(t_full), "module_ms": 1e3 * statistics.median(t_mod),
+            "latency_ratio": lat_ratio, "mac_ratio": mac_ratio,
+            "latency_over_mac_ratio": lat_ratio / mac_ratio}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", default=None, help="a modularized run directory")
+    p.add_argument("--classes", nargs="+", action="append", default=None,
+                   help="class ids of one module (repeat the flag for several)")
+    p.add_argument("--model", default="vgg16")
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--keep", type=float, nargs="+", default=[0.25, 0.5])
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=7)
+    args = p.parse_args()
+    results = []
+    if args.run:
+        from mwt.checkpoint import load_run
+        from mwt.runs import load_modules
+
+        modular, config = load_run(args.run)
+        mods = load_modules(args.run)
+        shape = (config["model"]["in_channels"], 28 if "mnist" in config["dataset"] else 32,
+                 28 if "mnist" in config["dataset"] else 32)
+        for classes in args.classes or [["0", "1"]]:
+            kernels = mods.kernels_for(classes)
+            results.append(compare(modular, kernels, shape, args.batch, args.repeats,
+                                   f"classes {classes}"))
+    else:
+        torch.manual_seed(0)
+        modular = mwt.make_modular(mwt.create_model(args.model, 10, 3, args.width))
+        for keep in args.keep:
+            kernels = torch.rand(mwt.count_gated_kernels(modular)) < keep
+            results.append(compare(modular, kernels, (3, 32, 32), args.batch, args.repeats,
+                                   f"random {keep:.0%} of kernels"))
+    print(json.dumps({"threads": torch.get_num_threads(), "batch": args.batch,
+                      "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
