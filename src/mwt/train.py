@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from mwt.checkpoint import load_checkpoint_into, save_checkpoint
+from mwt.checkpoint import WEIGHTS, load_checkpoint_into, save_checkpoint
 from mwt.data import as_tensors
 from mwt.data.augment import augment
 from mwt.errors import MwtError
@@ -281,7 +281,7 @@ def _summary(record: dict) -> str:
 def _prepare_run_dir(out: Path, run_config: dict, resume: bool, model, optimizer, device):
     """Create or reopen a run directory; never overwrite a finished or interrupted run silently."""
     config_path = out / "config.json"
-    ckpt_exists = (out / "checkpoint.json").exists()
+    ckpt_exists = (out / WEIGHTS).exists()  # the safetensors file is the source of truth
     if resume:
         if not ckpt_exists:
             raise MwtError(f"nothing to resume: {out} has no checkpoint")
