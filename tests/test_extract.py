@@ -88,6 +88,7 @@ def test_folded_gates_equal_constant_gates(name):
     model = sparse_modular(name, seed=3)
     total = mwt.count_gated_kernels(model)
     kernels = torch.rand(total) < 0.5
+    kernels[:gated_layers(model)[0].kernels] = True  # a layer keeping all kernels folds too
     values = torch.rand(total) * 0.9
     module = extract_module(model, kernels, fold_gates=True, gate_values=values)
     ref = with_constant_gates(model, values * kernels)

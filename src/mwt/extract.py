@@ -233,15 +233,10 @@ def extract_module(model: nn.Module, kernels, *, keep_gates: bool = False,
             attr = graph.get_attr(name)
             return graph.call_function(pad_gather, (arg, attr))
 
-    first_input = True
     removed_masks: list[fx.Node] = []
     for node in list(graph.nodes):
         if node.op == "placeholder":
-            if first_input:
-                first_conv = next(m for m in modules.values() if isinstance(m, nn.Conv2d))
-                state[node] = Channels(first_conv.in_channels,
-                                       torch.arange(first_conv.in_channels))
-                first_input = False
+            state[node] = None  # inputs are never pruned
             continue
         if node.op in ("get_attr", "output"):
             continue
@@ -257,8 +252,8 @@ def extract_module(model: nn.Module, kernels, *, keep_gates: bool = False,
                 gm.add_submodule(node.target, _slice_conv(mod, out_idx, in_idx))
                 state[node] = Channels(mod.out_channels, out_idx)
             elif isinstance(mod, nn.BatchNorm2d):
-                if src is not None and not src.full:
-                    conv = args[0].target if args[0].op == "call_module" else None
+                conv = args[0].target if args[0].op == "call_module" else None
+                if src is not None and (not src.full or conv in folds):
                     gm.add_submodule(node.target, _slice_bn(mod, src.kept, folds.get(conv)))
                 state[node] = src
             elif node.target in gate_of:
