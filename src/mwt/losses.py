@@ -25,15 +25,6 @@ def _layers(masks) -> list[torch.Tensor]:
     return layers
 
 
-def _pair_sums(mask: torch.Tensor, onehot: torch.Tensor):
-    """Per class pair (h, i): sum of cos over sample pairs j in h, k in i with j != k."""
-    unit = F.normalize(mask.float(), p=2, dim=1, eps=1e-12)
-    cos = (unit @ unit.T).clamp(0.0, 1.0)
-    sums = onehot.T @ cos @ onehot                            # [N, N], ordered pairs incl. j == k
-    self_sims = onehot.T @ torch.diagonal(cos)                # the j == k terms, per class
-    return sums - torch.diag(self_sims)
-
-
 def _check(labels: torch.Tensor, reduction: str, batch: int) -> None:
     if reduction not in REDUCTIONS:
         raise MwtError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
@@ -42,54 +33,66 @@ def _check(labels: torch.Tensor, reduction: str, batch: int) -> None:
                        f"{tuple(labels.shape)}")
 
 
-def _class_counts(labels: torch.Tensor):
-    classes, idx = torch.unique(labels, return_inverse=True)
-    onehot = F.one_hot(idx, num_classes=classes.numel()).float()
-    return onehot, onehot.sum(dim=0)
+def pair_similarity_sums(masks, labels: torch.Tensor, reduction: str = "classes"):
+    """Per layer and class pair (h, i): the sum of mask cosines over sample pairs j in h, k in i,
+    j != k. Returns (sums [L, N, N], samples per class [N]) over the N classes in the batch.
+
+    All layers are handled at once: zero-padding them to a common width changes no norm or dot
+    product, and one batched product replaces a loop of small ones.
+    """
+    layers = _layers(masks)
+    _check(labels, reduction, layers[0].shape[0])
+    width = max(m.shape[1] for m in layers)
+    stacked = torch.stack([F.pad(m.float(), (0, width - m.shape[1])) for m in layers])
+    unit = F.normalize(stacked, p=2, dim=2, eps=1e-12)              # [L, B, K]
+    cos = (unit @ unit.transpose(1, 2)).clamp(0.0, 1.0)             # [L, B, B]
+    _, idx = torch.unique(labels, return_inverse=True)
+    onehot = F.one_hot(idx).to(cos.dtype)                           # [B, N]
+    sums = onehot.T @ cos @ onehot                                  # ordered pairs incl. j == k
+    self_sims = torch.diagonal(cos, dim1=1, dim2=2) @ onehot        # the j == k terms [L, N]
+    return sums - torch.diag_embed(self_sims), onehot.sum(dim=0)
+
+
+def _cohesion(sums: torch.Tensor, n: torch.Tensor, reduction: str) -> torch.Tensor:
+    pairs = n * (n - 1)                                       # ordered same-class pairs per class
+    valid = pairs > 0
+    if not bool(valid.any()):
+        return sums.sum() * 0.0                               # keeps the graph, adds no term
+    same = torch.diagonal(sums, dim1=1, dim2=2)               # [L, N]
+    if reduction == "classes":
+        per_layer = 1.0 - (same[:, valid] / pairs[valid]).mean(dim=1)
+    else:
+        per_layer = 1.0 - same.sum(dim=1) / pairs.sum()
+    return per_layer.mean()
+
+
+def _coupling(sums: torch.Tensor, n: torch.Tensor, reduction: str) -> torch.Tensor:
+    num = n.numel()
+    if num < 2:
+        return sums.sum() * 0.0
+    upper = torch.triu(torch.ones(num, num, dtype=torch.bool, device=n.device), diagonal=1)
+    pairs = torch.outer(n, n)[upper]
+    cross = sums[:, upper]                                    # [L, P]
+    if reduction == "classes":
+        per_layer = (cross / pairs).mean(dim=1)
+    else:
+        per_layer = cross.sum(dim=1) / pairs.sum()
+    return per_layer.mean()
 
 
 def cohesion_loss(masks, labels: torch.Tensor, reduction: str = "classes") -> torch.Tensor:
     """Eq. 4: 1 - mean cosine similarity of same-class masks; 0 when a batch has no such pair."""
-    layers = _layers(masks)
-    _check(labels, reduction, layers[0].shape[0])
-    onehot, n = _class_counts(labels)
-    pairs = n * (n - 1)                                       # ordered same-class pairs per class
-    valid = pairs > 0
-    losses = []
-    for mask in layers:
-        same = torch.diagonal(_pair_sums(mask, onehot))
-        if not bool(valid.any()):
-            losses.append(mask.sum() * 0.0)                   # keeps the graph, adds no term
-        elif reduction == "classes":
-            losses.append(1.0 - (same[valid] / pairs[valid]).mean())
-        else:
-            losses.append(1.0 - same.sum() / pairs.sum())
-    return torch.stack(losses).mean()
+    return _cohesion(*pair_similarity_sums(masks, labels, reduction), reduction)
 
 
 def coupling_loss(masks, labels: torch.Tensor, reduction: str = "classes") -> torch.Tensor:
     """Eq. 5: mean cosine similarity between masks of different classes; 0 for a one-class batch."""
-    layers = _layers(masks)
-    _check(labels, reduction, layers[0].shape[0])
-    onehot, n = _class_counts(labels)
-    num = n.numel()
-    upper = torch.triu(torch.ones(num, num, dtype=torch.bool, device=n.device), diagonal=1)
-    pairs = torch.outer(n, n)[upper]
-    losses = []
-    for mask in layers:
-        cross = _pair_sums(mask, onehot)[upper]
-        if num < 2:
-            losses.append(mask.sum() * 0.0)
-        elif reduction == "classes":
-            losses.append((cross / pairs).mean())
-        else:
-            losses.append(cross.sum() / pairs.sum())
-    return torch.stack(losses).mean()
+    return _coupling(*pair_similarity_sums(masks, labels, reduction), reduction)
 
 
 def modular_objective(ce: torch.Tensor, masks, labels: torch.Tensor, alpha: float, beta: float,
                       reduction: str = "classes"):
     """Eq. 6: O = CE + alpha * L_ch + beta * L_cp; returns (O, L_ch, L_cp)."""
-    ch = cohesion_loss(masks, labels, reduction)
-    cp = coupling_loss(masks, labels, reduction)
+    sums, n = pair_similarity_sums(masks, labels, reduction)
+    ch, cp = _cohesion(sums, n, reduction), _coupling(sums, n, reduction)
     return ce + alpha * ch + beta * cp, ch, cp
