@@ -102,8 +102,10 @@ def cmd_reuse(args) -> int:
     print(f"  MACs           {r['macs'] / 1e6:.2f} M of {r['macs_full'] / 1e6:.2f} M "
           f"({r['macs_ratio']:.2%})")
     print(f"  parameters     {r['params']:,} of {r['params_full']:,} ({r['params_ratio']:.2%})")
-    print(f"  test accuracy  {r['acc_before_finetune']['test']:.4f} before fine-tuning, "
-          f"{r['acc_after_finetune']['test']:.4f} after {r['epochs']} epochs")
+    line = f"  test accuracy  {r['acc_before_finetune']['test']:.4f} before fine-tuning"
+    if r["acc_after_finetune"]["test"] is not None:
+        line += f", {r['acc_after_finetune']['test']:.4f} after {r['epochs']} epochs"
+    print(line)
     if args.compare:
         acc = standard_subtask_accuracy(args.compare, r["classes"], args.data_dir, args.device)
         print(f"  model {args.compare} on the same sub-task: {acc:.4f}")

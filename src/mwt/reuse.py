@@ -133,7 +133,7 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
         "acc_before_finetune": before,
         "acc_after_finetune": {
             "val": max((r["test_acc"] for r in history), default=None),
-            "test": subtask_accuracy(sub, test) if test is not None else None},
+            "test": subtask_accuracy(sub, test) if test is not None and epochs else None},
         "epochs": epochs, "keep_gates": keep_gates, "fold_gates": fold_gates,
         "history": history,
     }
