@@ -129,7 +129,8 @@ def cmd_demo(args) -> int:
     from mwt.demo import run_demo
 
     run_demo(args.out, model=args.model, width=args.width, epochs=args.epochs,
-             classes=args.classes, finetune_epochs=args.finetune_epochs, device=args.device,
+             batch_size=args.batch_size, classes=args.classes,
+             finetune_epochs=args.finetune_epochs, device=args.device,
              progress=not args.no_progress)
     return 0
 
@@ -202,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/mwt-demo", help="where the demo's runs go")
     p.add_argument("--model", default="vgg16")
     p.add_argument("--width", type=float, default=0.25)
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--classes", nargs=2, default=["0", "3"], help="two class ids or names")
     p.add_argument("--finetune-epochs", type=int, default=5)
     p.add_argument("--device", default=None)
