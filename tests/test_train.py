@@ -11,12 +11,12 @@ from mwt.checkpoint import read_checkpoint
 
 
 def test_one_epoch_modular_run_beats_chance(tmp_path):
-    train, test = demo_subset("train", 300), demo_subset("test", 30)
+    train, test = mwt.load_dataset("demo", "train"), demo_subset("test", 30)
     model = tiny_modular(width=0.25)
-    result = mwt.train(model, train, test, epochs=1, batch_size=50, out=tmp_path / "run",
+    result = mwt.train(model, train, test, epochs=1, batch_size=64, out=tmp_path / "run",
                        progress=False, device="cpu")
     final = result.final
-    assert final["test_acc"] > 0.25  # chance is 0.10; this seed gives 0.38
+    assert final["test_acc"] > 0.3  # chance is 0.10; seeds 0, 1, 2 give 0.57, 0.44, 0.47
     for key in ("train_acc", "train_ce", "train_cohesion_loss", "train_coupling_loss",
                 "train_kernel_rate", "test_acc", "test_ce", "test_kernel_rate"):
         assert key in final
