@@ -13,10 +13,10 @@ from mwt.checkpoint import read_checkpoint
 def test_one_epoch_modular_run_beats_chance(tmp_path):
     train, test = mwt.load_dataset("demo", "train"), demo_subset("test", 30)
     model = tiny_modular(width=0.25)
-    result = mwt.train(model, train, test, epochs=1, batch_size=64, out=tmp_path / "run",
-                       progress=False, device="cpu")
+    result = mwt.train(model, train, test, epochs=1, batch_size=32, lr=0.01,
+                       out=tmp_path / "run", progress=False, device="cpu")
     final = result.final
-    assert final["test_acc"] > 0.3  # chance is 0.10; seeds 0, 1, 2 give 0.57, 0.44, 0.47
+    assert final["test_acc"] > 0.3  # chance is 0.10; seeds 0, 1, 2 give 0.52, 0.57, 0.43
     for key in ("train_acc", "train_ce", "train_cohesion_loss", "train_coupling_loss",
                 "train_kernel_rate", "test_acc", "test_ce", "test_kernel_rate"):
         assert key in final
