@@ -6,6 +6,7 @@ Loading rebuilds that structure from the description and fills in the weights, s
 from a stranger can never run code.
 """
 
+import importlib.util
 import warnings
 from pathlib import Path
 
@@ -100,6 +101,8 @@ def export_module(module: nn.Module, path, fmt: str = "torchscript", input_shape
     tmp = path.with_name(f".{path.name}.tmp")
     if fmt not in ("torchscript", "onnx"):
         raise MwtError(f"unknown export format {fmt!r}; use torchscript or onnx")
+    if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
+        raise MwtError("ONNX export needs the onnx package: pip install 'torch-mwt[export]'")
     try:
         with warnings.catch_warnings():
             # Both exporters handle these plain graphs; their deprecation notices are noise here.
