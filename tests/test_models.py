@@ -127,3 +127,13 @@ def test_make_modular_twice_is_an_error():
     modular = mwt.make_modular(mwt.create_model("vgg16", 10, 3, 0.125))
     with pytest.raises(mwt.MwtError, match="already modular"):
         mwt.make_modular(modular)
+
+
+def test_gate_ops_have_exact_gradients():
+    from mwt.gates import apply_mask, global_avg_pool
+
+    y = torch.randn(3, 4, 5, 5, dtype=torch.double, requires_grad=True)
+    mask = torch.rand(3, 4, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(apply_mask, (y, mask))
+    assert torch.autograd.gradcheck(global_avg_pool, (y,))
+    torch.testing.assert_close(global_avg_pool(y), y.mean((2, 3)))

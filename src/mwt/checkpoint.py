@@ -15,7 +15,6 @@ from mwt.errors import CheckpointError, MwtError
 from mwt.io import (
     atomic_write_bytes,
     load_tensors,
-    read_json,
     read_metadata,
     save_tensors,
     write_json,
@@ -110,4 +109,4 @@ def load_weights(model: nn.Module, run_dir) -> nn.Module:
 
 
 __all__ = ["save_checkpoint", "read_checkpoint", "load_checkpoint_into", "load_run",
-           "load_weights", "read_json", "write_json"]
+           "load_weights"]

@@ -8,12 +8,11 @@ before and after fine-tuning next to the standard model's accuracy on the same s
 
 from pathlib import Path
 
-import torch
-
 from mwt.checkpoint import load_run
 from mwt.modularize import modularize
 from mwt.reuse import reuse, select_classes, subtask_accuracy
 from mwt.runs import run_dataset, train_run
+from mwt.train import default_device
 
 
 def run_demo(out="runs/mwt-demo", *, model: str = "vgg16", width: float = 0.25,
@@ -26,7 +25,7 @@ def run_demo(out="runs/mwt-demo", *, model: str = "vgg16", width: float = 0.25,
     visibly modular in a few minutes on a 2-core CPU; the paper's batch 128 needs more epochs.
     """
     out = Path(out)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or default_device()
     results: dict = {}
     for kind in ("standard", "modular"):
         run_dir = out / kind

@@ -42,11 +42,36 @@ class Gate(nn.Module):
 
 def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
     """[B, C, H, W] -> [B, C]: the gate's view of a conv input."""
-    return x.mean(dim=(2, 3))
+    # sum-then-scale: the backward is a broadcast of [B, C] values, where mean's backward
+    # divides a whole activation-sized tensor.
+    return x.sum(dim=(2, 3)) * (1.0 / (x.shape[2] * x.shape[3]))
+
+
+class _ChannelScale(torch.autograd.Function):
+    """y * mask[:, :, None, None] whose mask gradient is a batched dot product, without the
+    activation-sized temporary that autograd's generic mul backward builds."""
+
+    @staticmethod
+    def forward(ctx, y, mask):
+        ctx.save_for_backward(y, mask)
+        return y * mask[:, :, None, None]
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, mask = ctx.saved_tensors
+        grad_y = grad * mask[:, :, None, None] if ctx.needs_input_grad[0] else None
+        grad_mask = None
+        if ctx.needs_input_grad[1]:
+            b, c = mask.shape
+            g, v = grad.reshape(b * c, 1, -1), y.reshape(b * c, -1, 1)
+            grad_mask = torch.bmm(g, v).view(b, c).to(mask.dtype)
+        return grad_y, grad_mask
 
 
 def apply_mask(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Scale each channel (kernel output) of a BN output by its mask value."""
+    if torch.is_grad_enabled() and (y.requires_grad or mask.requires_grad):
+        return _ChannelScale.apply(y, mask)
     return y * mask[:, :, None, None]
 
 

@@ -129,10 +129,10 @@ class _Relevance(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         gm = trace(model)
-        pairs = conv_bn_pairs(gm.graph, dict(gm.named_modules()))
-        self.bns = [dict(gm.named_modules())[bn.target] for _, bn in pairs[1:]]
-        self.layers = [(conv.target, dict(gm.named_modules())[conv.target].out_channels)
-                       for conv, _ in pairs[1:]]
+        modules = dict(gm.named_modules())
+        pairs = conv_bn_pairs(gm.graph, modules)[1:]  # the first conv is never gated
+        self.bns = [modules[bn.target] for _, bn in pairs]
+        self.layers = [(conv.target, modules[conv.target].out_channels) for conv, _ in pairs]
         self.model = model
 
     def forward(self, x):
