@@ -11,26 +11,24 @@ import torch
 from mwt.checkpoint import load_run
 from mwt.data import ImageData, load_dataset
 from mwt.errors import MwtError
+from mwt.gates import make_modular
+from mwt.models import create_model
 from mwt.modularize import ModuleSet, modularize
 from mwt.module_io import save_module
 from mwt.reuse import ReusedModule, reuse, select_classes, subtask_accuracy
-from mwt.train import default_device
+from mwt.train import default_alpha_beta, default_device, train
 
 
 def train_run(out, *, model: str = "vgg16", dataset: str = "demo", width: float = 1.0,
               epochs: int = 200, standard: bool = False, alpha: float | None = None,
               beta: float | None = None, seed: int = 0, data_dir=None, download: bool = False,
               resume: bool = False, device=None, progress: bool = True, verbose: bool = True,
-              hflip: bool = True, cli: dict | None = None, **options):
+              hflip: bool = True, **options):
     """Train a registered model on a registered dataset into run directory ``out``.
 
     alpha/beta default to the paper's Table 1 for the model and dataset. ``options`` go to
     ``mwt.train`` (lr, batch_size, weight_decay, reduction, ...).
     """
-    from mwt.gates import make_modular
-    from mwt.models import create_model
-    from mwt.train import default_alpha_beta, train
-
     train_data = load_dataset(dataset, "train", data_dir, download=download)
     test_data = load_dataset(dataset, "test", data_dir, download=download)
     a_def, b_def = default_alpha_beta(model, dataset)
@@ -42,8 +40,7 @@ def train_run(out, *, model: str = "vgg16", dataset: str = "demo", width: float 
         net = make_modular(net)
     settings = {"model": model, "dataset": dataset, "width": width, "epochs": epochs,
                 "standard": standard, "alpha": alpha, "beta": beta, "seed": seed,
-                "data_dir": data_dir, "download": download, "hflip": hflip, **options,
-                **(cli or {})}
+                "data_dir": data_dir, "download": download, "hflip": hflip, **options}
     info = {"dataset": train_data.name, "classes": list(train_data.classes),
             "mean": list(train_data.mean), "std": list(train_data.std), "cli": settings}
     return train(net, train_data, test_data, epochs=epochs, alpha=alpha, beta=beta, out=out,
