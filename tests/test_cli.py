@@ -52,6 +52,7 @@ def test_models_lists_gated_kernels(capsys):
     (["train", "--dataset", "fashion-mnist", "--data-dir", "/nonexistent/dir", "--out", "x"],
      "/nonexistent/dir"),
     (["train", "--resume", "--out", "/nonexistent/run"], "does not exist"),
+    (["train", "--device", "gpu7", "--epochs", "1", "--out", "x"], "unknown device"),
 ])
 def test_errors_are_one_line_and_nonzero(capsys, tmp_path, monkeypatch, argv, match):
     monkeypatch.chdir(tmp_path)

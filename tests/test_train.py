@@ -86,3 +86,12 @@ def test_label_out_of_range():
     y = torch.full((8,), 12)
     with pytest.raises(mwt.MwtError, match="label 12"):
         mwt.train(tiny_modular(), (x, y), epochs=1, progress=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error():
+    from mwt.train import resolve_device
+
+    with pytest.raises(mwt.MwtError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    assert resolve_device(None).type == "cpu"

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from mwt.errors import MwtError
 
+# Each command imports what it needs when it runs, so that `mwt --help` answers at once.
+
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a modular (default) or standard model",

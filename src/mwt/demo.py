@@ -12,7 +12,7 @@ from mwt.checkpoint import load_run
 from mwt.modularize import modularize
 from mwt.reuse import reuse, select_classes, subtask_accuracy
 from mwt.runs import run_dataset, train_run
-from mwt.train import default_device
+from mwt.train import resolve_device
 
 
 def run_demo(out="runs/mwt-demo", *, model: str = "vgg16", width: float = 0.25,
@@ -25,7 +25,7 @@ def run_demo(out="runs/mwt-demo", *, model: str = "vgg16", width: float = 0.25,
     visibly modular in a few minutes on a 2-core CPU; the paper's batch 128 needs more epochs.
     """
     out = Path(out)
-    device = device or default_device()
+    device = resolve_device(device)
     results: dict = {}
     for kind in ("standard", "modular"):
         run_dir = out / kind

@@ -15,7 +15,7 @@ from mwt.extract import extract_module, kernel_share
 from mwt.gates import count_gated_kernels, model_config
 from mwt.macs import count_macs
 from mwt.modularize import ModuleSet
-from mwt.train import default_device, train
+from mwt.train import resolve_device, train
 
 
 class ReusedModule(nn.Module):
@@ -94,7 +94,7 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
                        "to classify)")
     if epochs < 0:
         raise MwtError(f"epochs must be >= 0, got {epochs}")
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     model = model.to(device).eval()
     kernels = mods.kernels_for(ids)
     gate_values = mods.gate_means_for(ids) if fold_gates else None

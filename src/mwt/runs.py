@@ -16,7 +16,7 @@ from mwt.models import create_model
 from mwt.modularize import ModuleSet, modularize
 from mwt.module_io import save_module
 from mwt.reuse import ReusedModule, reuse, select_classes, subtask_accuracy
-from mwt.train import default_alpha_beta, default_device, train
+from mwt.train import default_alpha_beta, resolve_device, train
 
 
 def train_run(out, *, model: str = "vgg16", dataset: str = "demo", width: float = 1.0,
@@ -60,7 +60,7 @@ def run_dataset(config: dict, split: str, data_dir=None) -> ImageData:
 def modularize_run(run_dir, tau: float = 0.9, *, data_dir=None, device=None,
                    batch_size: int = 1024) -> ModuleSet:
     """Modularize a trained run on its training split and save the modules next to it."""
-    device = device or default_device()
+    device = resolve_device(device)
     model, config = load_run(run_dir, device)
     data = run_dataset(config, "train", data_dir)
     mods = modularize(model, data, tau, batch_size=batch_size, device=device,
@@ -79,7 +79,7 @@ def reuse_run(run_dir, classes, out=None, *, epochs: int = 5, data_dir=None, dev
               keep_gates: bool = False, fold_gates: bool = False, lr: float = 0.01,
               seed: int = 0, verbose: bool = True) -> ReusedModule:
     """Fine-tune the mixed module of ``classes`` from a modularized run; save it to ``out``."""
-    device = device or default_device()
+    device = resolve_device(device)
     if out is not None and (Path(out) / "module.json").exists():
         raise MwtError(f"{out} already holds a module; choose another --out")
     mods = load_modules(run_dir)
@@ -97,7 +97,7 @@ def reuse_run(run_dir, classes, out=None, *, epochs: int = 5, data_dir=None, dev
 
 def standard_subtask_accuracy(run_dir, classes: list[int], data_dir=None, device=None) -> float:
     """A (standard) model's test accuracy on a sub-task: argmax over the target classes' logits."""
-    device = device or default_device()
+    device = resolve_device(device)
     model, config = load_run(run_dir, device)
     test = select_classes(run_dataset(config, "test", data_dir), classes)
     return subtask_accuracy(model, test, classes)

@@ -89,6 +89,19 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(device=None) -> torch.device:
+    """The device to run on: as asked, else CUDA when present, else the CPU."""
+    if device is None:
+        return default_device()
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise MwtError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MwtError("device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return device
+
+
 def lr_at(config: TrainConfig, epoch: int) -> float:
     """Cosine annealing over the run, stepped per epoch (CosineAnnealingLR, T_max = epochs)."""
     return config.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / config.epochs))
@@ -185,7 +198,7 @@ def train(model: nn.Module, train_data, test_data=None, *, epochs: int = 200,
     config = TrainConfig(epochs=epochs, alpha=a_def if alpha is None else alpha,
                          beta=b_def if beta is None else beta, **options)
     config.validate()
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     modular = is_modular(model)
 
     x_train, y_train = as_tensors(train_data)
