@@ -9,6 +9,7 @@ before and after fine-tuning next to the standard model's accuracy on the same s
 from pathlib import Path
 
 from mwt.checkpoint import load_run
+from mwt.extract import extract_module
 from mwt.modularize import modularize
 from mwt.reuse import reuse, select_classes, subtask_accuracy
 from mwt.runs import run_dataset, train_run
@@ -50,11 +51,13 @@ def run_demo(out="runs/mwt-demo", *, model: str = "vgg16", width: float = 0.25,
     print(f"== reusing the module of classes {ids} ({', '.join(mods.classes[i] for i in ids)})")
     sub = reuse(modular, mods, ids, train_data, test_data=test_data, epochs=finetune_epochs,
                 device=device, seed=seed, verbose=True)
+    kernels = mods.kernels_for(ids)
     before = {"gates removed": sub.report["acc_before_finetune"]["test"]}
     for label, options in (("gates kept", {"keep_gates": True}),
-                           ("gates folded", {"fold_gates": True})):
-        variant = reuse(modular, mods, ids, train_data, epochs=0, device=device, **options)
-        before[label] = subtask_accuracy(variant.module, test, ids)
+                           ("gates folded", {"fold_gates": True,
+                                             "gate_values": mods.gate_means_for(ids)})):
+        variant = extract_module(modular, kernels, **options)
+        before[label] = subtask_accuracy(variant, test, ids)
     standard_acc = subtask_accuracy(results["standard"]["model"], test, ids)
     report = {"standard": _figures(results["standard"]), "modular": _figures(results["modular"]),
               "reuse": {**{k: v for k, v in sub.report.items() if k != "history"},

@@ -67,6 +67,16 @@ def load_tensors(path) -> dict[str, torch.Tensor]:
                               "it is corrupted, truncated or of the wrong kind") from exc
 
 
+def read_artifact(directory, name: str, fmt: str, what: str):
+    """``<name>.json`` (checked to be of format ``fmt``) and the tensors of ``<name>.safetensors``
+    from ``directory``: the two halves of a saved module set or module."""
+    directory = Path(directory)
+    meta = read_json(directory / f"{name}.json")
+    if meta.get("format") != fmt:
+        raise CheckpointError(f"{directory / (name + '.json')} is not a torch-mwt {what}")
+    return meta, load_tensors(directory / f"{name}.safetensors")
+
+
 def read_metadata(path) -> dict[str, str]:
     """The string metadata of a safetensors file's header."""
     from safetensors import safe_open

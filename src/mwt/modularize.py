@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from mwt.data import as_tensors
 from mwt.errors import CheckpointError, MwtError
 from mwt.gates import conv_bn_pairs, gated_layers, is_modular, model_config, trace
-from mwt.io import load_tensors, read_json, save_tensors, write_json
+from mwt.io import read_artifact, save_tensors, write_json
 from mwt.metrics import jaccard_cohesion, jaccard_coupling, kernel_retention_rate
 
 TAU_STEP = 0.05
@@ -100,11 +100,7 @@ class ModuleSet:
 
     @classmethod
     def load(cls, directory) -> "ModuleSet":
-        directory = Path(directory)
-        meta = read_json(directory / "modules.json")
-        if meta.get("format") != FORMAT:
-            raise CheckpointError(f"{directory / 'modules.json'} is not a torch-mwt module set")
-        t = load_tensors(directory / "modules.safetensors")
+        meta, t = read_artifact(directory, "modules", FORMAT, "module set")
         try:
             layers = [(str(n), int(k)) for n, k in meta["layers"]]
             masks = t["masks"].bool()

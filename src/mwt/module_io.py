@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from mwt.errors import CheckpointError, MwtError
 from mwt.extract import extract_module
-from mwt.io import load_tensors, read_json, save_tensors, write_json
+from mwt.io import read_artifact, save_tensors, write_json
 from mwt.reuse import ReusedModule
 
 FORMAT = "mwt-module/1"
@@ -64,10 +64,7 @@ def load_module(path) -> nn.Module:
     from mwt.models import create_model
 
     path = Path(path)
-    meta = read_json(path / "module.json")
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path / 'module.json'} is not a torch-mwt module description")
-    state = load_tensors(path / "module.safetensors")
+    meta, state = read_artifact(path, "module", FORMAT, "module description")
     try:
         base = meta["base"]
         total = int(meta["total_kernels"])
