@@ -61,3 +61,116 @@ def test_errors_are_one_line_and_nonzero(capsys, tmp_path, monkeypatch, argv, ma
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mwt: error:")
     assert match.lower() in lines[0].lower()
+
+
+# --- Hardening: bad input is one line and exit 2, before any work; nothing on disk is lost --
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """A tiny finished, modularized run of the demo data (8 images a class, one epoch)."""
+    from helpers import small_run as make_run
+
+    out = tmp_path_factory.mktemp("cli") / "run"
+    make_run(out, per_class=8, batch_size=40)
+    return out
+
+
+def _one_line_error(capsys, argv, match):
+    code, _, err = run(capsys, *argv)
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("mwt: error:"), err
+    assert match.lower() in lines[0].lower(), lines[0]
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["train", "--width", "inf", "--out", "r"], "width"),
+    (["train", "--width", "nan", "--out", "r"], "width"),
+    (["models", "--width", "inf"], "width"),
+    (["train", "--weight-decay", "-1", "--out", "r"], "weight decay"),
+    (["train", "--weight-decay", "nan", "--out", "r"], "weight decay"),
+    (["train", "--seed", str(2**64), "--out", "r"], "seed"),
+    (["train", "--lr", "x", "--out", "r"], "invalid float"),
+    (["train", "--out", ""], "must not be empty"),
+    (["train", "--epochs", "0", "--out", "r"], "epochs"),
+    (["modularize", "nowhere"], "not a directory"),
+    (["reuse", "nowhere", "--classes", "0", "1"], "not a directory"),
+    (["export", "module", "nowhere"], "does not exist"),
+    (["demo", "--classes", "0", "0", "--out", "d"], "repeated"),
+    (["demo", "--classes", "0", "Jacket", "--out", "d"], "unknown class"),
+    (["demo", "--finetune-epochs", "-1", "--out", "d"], "fine-tuning epochs"),
+    (["demo", "--width", "0", "--out", "d"], "width"),
+])
+def test_bad_input_is_one_line_before_any_work(capsys, tmp_path, monkeypatch, argv, match):
+    monkeypatch.chdir(tmp_path)
+    _one_line_error(capsys, argv, match)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing was created
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--batch-size", "0"], "batch_size"),
+    (["--batch-size", "-1"], "batch_size"),
+    (["--tau", "0"], "tau"),
+    (["--tau", "1.5"], "tau"),
+    (["--tau", "nan"], "tau"),
+])
+def test_modularize_bad_options(capsys, small_run, extra, match):
+    _one_line_error(capsys, ["modularize", str(small_run), *extra], match)
+
+
+def test_modularize_keeps_sets_of_each_tau_and_reuse_picks_one(capsys, small_run, tmp_path):
+    for tau in ("0.9", "0.6"):
+        code, out, err = run(capsys, "modularize", str(small_run), "--tau", tau,
+                             "--device", "cpu")
+        assert code == 0, err
+    assert (small_run / "modules-tau0.90.json").exists()
+    assert (small_run / "modules-tau0.60.json").exists()
+    _one_line_error(capsys, ["reuse", str(small_run), "--classes", "0", "1", "--epochs", "0"],
+                    "choose one with --tau")
+    _one_line_error(capsys, ["reuse", str(small_run), "--classes", "0", "1", "--epochs", "0",
+                             "--tau", "0.5"], "0.60")
+    code, out, err = run(capsys, "reuse", str(small_run), "--classes", "0", "1", "--epochs", "0",
+                         "--tau", "0.6", "--device", "cpu", "--quiet",
+                         "--out", str(tmp_path / "m"))
+    assert code == 0, err
+    assert "tau 0.60" in out
+    # The module's own files are never an export target; an existing file needs --force.
+    _one_line_error(capsys, ["export", "module", str(tmp_path / "m"), "--out",
+                             str(tmp_path / "m" / "module.json"), "--force"], "own files")
+    (tmp_path / "x.pt").write_text("mine")
+    _one_line_error(capsys, ["export", "module", str(tmp_path / "m"), "--out",
+                             str(tmp_path / "x.pt")], "--force")
+    assert (tmp_path / "x.pt").read_text() == "mine"
+    _one_line_error(capsys, ["reuse", str(small_run), "--classes", "0", "1", "--tau", "0.6",
+                             "--out", str(tmp_path / "m")], "already holds a module")
+    _one_line_error(capsys, ["reuse", str(small_run), "--classes", "0", "1", "--tau", "0.6",
+                             "--compare", str(tmp_path / "nothing")], "not a directory")
+
+
+def test_a_locked_run_refuses_a_second_command(capsys, small_run):
+    from mwt.io import lock_directory
+
+    with lock_directory(small_run):
+        import subprocess
+        import sys
+
+        done = subprocess.run([sys.executable, "-m", "mwt.cli", "modularize", str(small_run),
+                               "--device", "cpu"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "in use by another mwt command" in done.stderr
+
+
+def test_resume_with_a_damaged_config_is_a_clear_error(capsys, small_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(small_run, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["cli"]["epochs"] = "many"
+    (copy / "config.json").write_text(json.dumps(config))
+    _one_line_error(capsys, ["train", "--resume", "--out", str(copy)], "wrong type")
+    config["cli"]["epochs"] = 1
+    config["cli"]["shell"] = "rm -rf /"
+    (copy / "config.json").write_text(json.dumps(config))
+    _one_line_error(capsys, ["train", "--resume", "--out", str(copy)], "unknown setting")

@@ -9,8 +9,10 @@ import http.server
 import io
 import os
 import pickle
+import socket
 import tarfile
 import threading
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +22,10 @@ import torch
 
 from mwt.data import (
     DATASETS,
+    Augmentation,
     ImageData,
     as_tensors,
+    default_crop_padding,
     list_datasets,
     load_dataset,
     register_dataset,
@@ -401,20 +405,47 @@ def test_download_cifar10_then_load(tmp_path, http_dir):
     _check_cifar(load_dataset("cifar10", "test", data_dir=target), expected["test"], "cifar10")
 
 
-def test_download_md5_checked(tmp_path, http_dir, monkeypatch):
+def test_download_checksums_checked(tmp_path, http_dir, monkeypatch):
     root, url = http_dir
     _write_cifar_tar(root / "cifar-10-python.tar.gz", "cifar10")
+    raw = (root / "cifar-10-python.tar.gz").read_bytes()
+    size, sha, md5 = len(raw), hashlib.sha256(raw).hexdigest(), hashlib.md5(raw).hexdigest()
     target = tmp_path / "data"
-    with pytest.raises(MwtError, match="MD5") as info:
+
+    def official(entry):
+        files = {s: [entry] for s in ("train", "test")}
+        monkeypatch.setitem(dl.SOURCES, "cifar10", {**dl.SOURCES["cifar10"], "files": files})
+
+    # The real table: our tiny archive is not the official file.
+    with pytest.raises(MwtError, match="instead of the official 170498071"):
         dl.download("cifar10", target, base_url=url, progress=False)
-    assert "c58f30108f718f92721af3b95e74349a" in str(info.value)
     assert list(target.iterdir()) == []  # no partial or temporary file left
-    # With the right checksum the same file is accepted.
-    good = hashlib.md5((root / "cifar-10-python.tar.gz").read_bytes()).hexdigest()
-    files = {s: [("cifar-10-python.tar.gz", good)] for s in ("train", "test")}
-    monkeypatch.setitem(dl.SOURCES, "cifar10", {**dl.SOURCES["cifar10"], "files": files})
-    dl.download("cifar10", target, base_url=url, progress=False)
+    # Right size, wrong SHA-256 / MD5: refused, each with the official value in the message.
+    official(dl.OfficialFile("cifar-10-python.tar.gz", "0" * 64, size, md5))
+    with pytest.raises(MwtError, match="SHA-256 " + sha + " instead of the official 0000"):
+        dl.download("cifar10", target, base_url=url, progress=False)
+    official(dl.OfficialFile("cifar-10-python.tar.gz", sha, size, "f" * 32))
+    with pytest.raises(MwtError, match="MD5 " + md5):
+        dl.download("cifar10", target, base_url=url, progress=False)
+    assert list(target.iterdir()) == []
+    # An old-style (name, md5) entry is still understood.
+    official(("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"))
+    with pytest.raises(MwtError, match="MD5"):
+        dl.download("cifar10", target, base_url=url, progress=False)
+    # verify=False (or its older name check_md5=False) skips the comparison...
+    dl.download("cifar10", target, base_url=url, progress=False, check_md5=False)
     assert (target / "cifar-10-batches-py" / "data_batch_5").is_file()
+    # ...and contradicting the two is an error.
+    with pytest.raises(MwtError, match="verify and check_md5"):
+        dl.download("cifar10", target, base_url=url, verify=False, check_md5=True)
+    # With the right size and checksums the file is accepted.
+    other = tmp_path / "other"
+    official(dl.OfficialFile("cifar-10-python.tar.gz", sha, size, md5))
+    dl.download("cifar10", other, base_url=url, progress=False)
+    assert (other / "cifar-10-batches-py" / "data_batch_5").is_file()
+    official(("cifar-10-python.tar.gz", sha))  # a (name, sha256) pair
+    dl.download("cifar10", tmp_path / "third", base_url=url, progress=False)
+    assert sorted(p.name for p in (tmp_path / "third").iterdir()) == ["cifar-10-batches-py"]
 
 
 def test_load_dataset_download_flag(tmp_path, http_dir, monkeypatch):
@@ -573,3 +604,398 @@ def test_imagedata_subset_and_to():
     assert d.to("cpu").images.device.type == "cpu"
     img, lab = d[4]
     assert img.shape == (1, 28, 28) and lab.dtype == torch.int64
+
+
+# ------------------------------------------------------- extraction never deletes user data
+
+
+def _tar(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        for name, raw in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            tf.addfile(info, io.BytesIO(raw))
+    return path
+
+
+def _user_folder(target: Path, name: str = "cifar-10-batches-py") -> Path:
+    folder = target / name
+    folder.mkdir(parents=True)
+    (folder / "my-notes.txt").write_text("precious")
+    return folder
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_safe_extract_keeps_existing_folder(tmp_path):
+    archive = _tar(tmp_path / "a.tar.gz", {"cifar-10-batches-py/data_batch_1": b"new"})
+    target = tmp_path / "out"
+    _user_folder(target)
+    before = _tree(target)
+    for expected in ("cifar-10-batches-py", None):
+        with pytest.raises(MwtError, match="already exists") as info:
+            dl.safe_extract(archive, target, expected=expected)
+        assert str(target / "cifar-10-batches-py") in str(info.value)
+        assert _tree(target) == before  # sentinel kept, nothing added, no staging dir left
+    assert (target / "cifar-10-batches-py" / "my-notes.txt").read_text() == "precious"
+
+
+def test_safe_extract_moves_only_the_expected_folder(tmp_path):
+    archive = _tar(tmp_path / "a.tar.gz", {
+        "cifar-10-batches-py/data_batch_1": b"one",
+        "cifar-10-batches-py/sub/x": b"x",
+        "other/file": b"other",
+        "README": b"readme",
+    })
+    target = tmp_path / "out"
+    _user_folder(target, "other")  # a same-named folder of another top-level entry
+    created = dl.safe_extract(archive, target, expected="cifar-10-batches-py")
+    assert created == [target / "cifar-10-batches-py"]
+    assert _tree(target) == ["cifar-10-batches-py", "cifar-10-batches-py/data_batch_1",
+                             "cifar-10-batches-py/sub", "cifar-10-batches-py/sub/x", "other",
+                             "other/my-notes.txt"]
+    assert (target / "cifar-10-batches-py" / "data_batch_1").read_bytes() == b"one"
+    # An archive without the expected folder is refused; a bad name too.
+    with pytest.raises(MwtError, match="does not contain cifar-100-python"):
+        dl.safe_extract(archive, tmp_path / "o2", expected="cifar-100-python")
+    assert list((tmp_path / "o2").iterdir()) == []
+    for bad in ("", "..", "a/b"):
+        with pytest.raises(MwtError, match="plain file or folder name"):
+            dl.safe_extract(archive, tmp_path / "o3", expected=bad)
+
+
+def test_safe_extract_without_expected_is_all_or_nothing(tmp_path):
+    archive = _tar(tmp_path / "a.tar.gz", {"a/x": b"a", "b/y": b"b"})
+    target = tmp_path / "out"
+    _user_folder(target, "b")
+    with pytest.raises(MwtError, match="already exists"):
+        dl.safe_extract(archive, target)
+    assert _tree(target) == ["b", "b/my-notes.txt"]  # "a" was not moved either
+    assert dl.safe_extract(archive, tmp_path / "fresh") == [tmp_path / "fresh" / "a",
+                                                           tmp_path / "fresh" / "b"]
+
+
+def test_download_force_never_deletes_user_folder(tmp_path, http_dir):
+    root, url = http_dir
+    _write_cifar_tar(root / "cifar-10-python.tar.gz", "cifar10")
+    target = tmp_path / "data"
+    _user_folder(target)
+    # The user's own copy of the archive under the official name is never touched either.
+    (target / "cifar-10-python.tar.gz").write_bytes(b"the user's file")
+    before = _tree(target)
+    with pytest.raises(MwtError, match="already exists"):
+        dl.download("cifar10", target, base_url=url, verify=False, force=True, progress=False)
+    assert _tree(target) == before
+    assert (target / "cifar-10-batches-py" / "my-notes.txt").read_text() == "precious"
+    # Without force the existing folder is taken as the download (nothing fetched).
+    assert dl.download("cifar10", target, base_url=url, verify=False, progress=False) == target
+    assert _tree(target) == before
+    # Once the user moved it away, the download goes through beside their archive.
+    (target / "cifar-10-batches-py").rename(tmp_path / "moved")
+    dl.download("cifar10", target, base_url=url, verify=False, force=True, progress=False)
+    assert (target / "cifar-10-batches-py" / "data_batch_5").is_file()
+    assert (target / "cifar-10-python.tar.gz").read_bytes() == b"the user's file"
+    assert sorted(p.name for p in target.iterdir()) == ["cifar-10-batches-py",
+                                                        "cifar-10-python.tar.gz"]
+
+
+def test_corrupted_archive_stream_is_error(tmp_path):
+    # A .tar.gz whose deflate data breaks mid-stream: zlib.error, not a traceback.
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name in ("batches.meta", "test_batch"):
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = 5000
+            tf.addfile(info, io.BytesIO(b"x" * 5000))
+    raw = buf.getvalue()
+    broken = bytearray(gzip.compress(raw[1024:], mtime=0))
+    broken[10] = 0x07  # deflate block type 3 does not exist
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    archive.write_bytes(gzip.compress(raw[:1024], mtime=0) + bytes(broken))
+    with pytest.raises(MwtError, match="not a readable tar archive") as info:
+        read_cifar(archive, "cifar10", "test")
+    assert isinstance(info.value.__cause__, zlib.error)
+    with pytest.raises(MwtError, match="Could not extract") as info:
+        dl.safe_extract(archive, tmp_path / "out", expected="cifar-10-batches-py")
+    assert isinstance(info.value.__cause__, zlib.error)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+# ------------------------------------------------------------- official sources, transport
+
+
+def test_sources_pin_sha256_and_size():
+    for name, source in dl.SOURCES.items():
+        for split, entries in source["files"].items():
+            for entry in entries:
+                assert isinstance(entry, dl.OfficialFile), (name, split)
+                assert len(entry.sha256) == 64 and int(entry.sha256, 16) >= 0, entry
+                assert len(entry.md5) == 32 and isinstance(entry.size, int), entry
+    assert dl.SOURCES["fashion-mnist"]["base_url"].startswith("https://")
+    assert dl.SOURCES["cifar10"]["base_url"].startswith("https://")
+    assert dl.SOURCES["cifar100"]["base_url"].startswith("https://")
+    assert (dl.SOURCES["cifar10"]["files"]["train"][0].sha256
+            == "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce")
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+def test_download_falls_back_when_a_server_is_down(tmp_path, http_dir, monkeypatch):
+    root, url = http_dir
+    expected = _write_fmnist(root)
+    down = _closed_port_url()
+    monkeypatch.setitem(dl.SOURCES, "fashion-mnist", {
+        **dl.SOURCES["fashion-mnist"], "base_url": down, "fallback_urls": [url]})
+    target = tmp_path / "fm"
+    dl.download("fashion-mnist", target, splits="test", verify=False, progress=False)
+    assert sorted(p.name for p in target.iterdir()) == [  # a single split given as a string
+        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    np.testing.assert_array_equal(read_idx(target / "t10k-labels-idx1-ubyte.gz"),
+                                  expected["t10k"][1])
+    # When no server answers the error names them all.
+    monkeypatch.setitem(dl.SOURCES, "fashion-mnist", {
+        **dl.SOURCES["fashion-mnist"], "base_url": down, "fallback_urls": [down + "x/"]})
+    with pytest.raises(MwtError, match="from any server") as info:
+        dl.download("fashion-mnist", tmp_path / "fm2", splits=["train"], progress=False)
+    assert down + "train-images" in str(info.value) and down + "x/train" in str(info.value)
+    assert list((tmp_path / "fm2").iterdir()) == []
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_download_cut_short_is_error(tmp_path, chunked):
+    class Liar(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            self.send_response(200)
+            if chunked:  # a chunk announced as 0x10000 bytes, of which 14 arrive
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b"10000\r\nonly this much")
+            else:
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                self.wfile.write(b"only this much")
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Liar)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        with pytest.raises(MwtError) as info:
+            dl.download("svhn", tmp_path / "s", splits="test", base_url=url, progress=False)
+        want = "before the whole file arrived" if chunked else "stopped after 14 of 100000"
+        assert want in str(info.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert list((tmp_path / "s").iterdir()) == []
+
+
+def test_download_bad_split_names(tmp_path):
+    with pytest.raises(MwtError, match="Unknown split 'validation'"):
+        dl.download("svhn", tmp_path, splits="validation", progress=False)
+    with pytest.raises(MwtError, match="cannot be downloaded"):
+        dl.download("demo", tmp_path, progress=False)
+    # A download directory that cannot be written into (here: gone) is a one-line error.
+    with pytest.raises(MwtError, match="Cannot write into the download directory"):
+        dl._fetch("http://127.0.0.1:9/x", tmp_path / "gone" / "x", None, False, 1.0)
+
+
+# ---------------------------------------------------------------- labels checked on loading
+
+
+def _save_svhn(path: Path, y, n: int | None = None, dtype=np.uint8) -> np.ndarray:
+    n = len(np.asarray(y).reshape(-1)) if n is None else n
+    x = np.random.default_rng(5).integers(0, 256, size=(32, 32, 3, n)).astype(dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(path, {"X": x, "y": y})
+    return x
+
+
+def test_svhn_labels_mapped_and_checked(tmp_path):
+    path = tmp_path / "test_32x32.mat"
+    _save_svhn(path, np.arange(1, 11, dtype=np.uint8)[:, None])
+    assert read_svhn(path)[1].tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
+    _save_svhn(path, np.array([10.0, 3.0]))  # whole-number floats, a 1-D y saved as [1, n]
+    assert read_svhn(path)[1].tolist() == [0, 3]
+    for bad, what in (([[1], [0], [5]], "outside 1..10"), ([[1], [11]], "outside 1..10"),
+                      ([[1], [-3]], "outside 1..10"), ([[1.5], [2.0]], "not whole numbers")):
+        _save_svhn(path, np.array(bad))
+        with pytest.raises(MwtError, match=what):
+            read_svhn(path)
+    # Labels that do not fit the images, images that are not SVHN's.
+    _save_svhn(path, np.ones((3, 1), np.uint8), n=4)
+    with pytest.raises(MwtError, match="4 images but labels y of shape"):
+        read_svhn(path)
+    _save_svhn(path, np.ones((2, 2), np.uint8), n=4)
+    with pytest.raises(MwtError, match="4 images but labels y of shape"):
+        read_svhn(path)
+    _save_svhn(path, np.ones((3, 1), np.uint8), dtype=np.float64)
+    with pytest.raises(MwtError, match="not uint8"):
+        read_svhn(path)
+    # Garbage and empty files: scipy raises IndexError / MatReadError, we raise MwtError.
+    for raw in (b"hello world" * 10, b""):
+        path.write_bytes(raw)
+        with pytest.raises(MwtError, match="not a readable SVHN .mat file"):
+            read_svhn(path)
+
+
+@pytest.mark.parametrize("variant", ["cifar10", "cifar100"])
+def test_cifar_labels_checked(tmp_path, variant):
+    layout = registry.readers.CIFAR_LAYOUT[variant]
+    k = layout["num_classes"]
+    folder, _ = _write_cifar_dir(tmp_path, variant)
+    batch = folder / layout["test"][0]
+    good = pickle.loads(batch.read_bytes())
+    for labels, what in (([0, k, 1], f"outside 0..{k - 1}"), ([0, -1, 1], f"outside 0..{k - 1}"),
+                         (["a", "b", "c"], "integer labels"), ([[0], [1], [2]], "integer labels"),
+                         ([0.0, 1.0, 2.0], "integer labels")):
+        batch.write_bytes(pickle.dumps({**good, layout["label_key"].encode(): labels}))
+        with pytest.raises(MwtError, match=what):
+            read_cifar(folder, variant, "test")
+    batch.write_bytes(pickle.dumps(good))
+    assert len(read_cifar(folder, variant, "test")[1]) == 3
+    # A meta file naming the wrong number of classes.
+    meta = folder / layout["meta"]
+    names = pickle.loads(meta.read_bytes())
+    names[layout["names_key"].encode()] = names[layout["names_key"].encode()][:5]
+    meta.write_bytes(pickle.dumps(names))
+    with pytest.raises(MwtError, match=f"names 5 classes instead of {variant}'s {k}"):
+        load_dataset(variant, "test", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_as_tensors_refuses_non_finite_images(bad):
+    x = torch.zeros(4, 1, 3, 3)
+    x[2, 0, 1, 1] = bad
+    y = torch.zeros(4, dtype=torch.long)
+    with pytest.raises(MwtError, match="the images contain NaN or infinite values"):
+        as_tensors((x, y))
+    with pytest.raises(MwtError, match="NaN or infinite"):
+        as_tensors(ImageData(x, y, ["a"]))
+    with pytest.raises(MwtError, match="NaN or infinite"):
+        as_tensors((x.numpy().astype(np.float64), y.numpy()))
+    with pytest.raises(MwtError, match="negative"):  # the label check stays
+        as_tensors((torch.zeros(4, 1, 3, 3), torch.tensor([0, 1, -2, 0])))
+
+
+# ------------------------------------------------------------------- dataset augmentation
+
+
+def test_default_crop_padding():
+    assert default_crop_padding(32, 32) == 4
+    assert default_crop_padding(28, 28) == 4  # 3.5 rounds up
+    assert default_crop_padding(8, 8) == 1
+    assert default_crop_padding(2, 2) == 1  # at least 1
+    assert default_crop_padding(64, 96) == 8 and default_crop_padding(96, 64) == 8
+    with pytest.raises(MwtError, match="positive image size"):
+        default_crop_padding(0, 32)
+
+
+def test_augmentation_value():
+    assert Augmentation() == Augmentation(0, False)
+    aug = Augmentation(crop_padding=np.int64(4), hflip=True)
+    assert aug.crop_padding == 4 and type(aug.crop_padding) is int and aug.hflip is True
+    assert hash(aug) == hash(Augmentation(4, True))  # frozen, usable as a dict key
+    with pytest.raises(Exception):  # noqa: B017 - dataclasses.FrozenInstanceError
+        aug.hflip = False
+    for bad in (dict(crop_padding=-1), dict(crop_padding=2.5), dict(crop_padding=True),
+                dict(hflip="no")):
+        with pytest.raises(MwtError):
+            Augmentation(**bad)
+
+
+def _write_svhn_dir(root: Path):
+    _save_svhn(root / "svhn" / "train_32x32.mat", np.array([[10], [1], [2]], np.uint8))
+
+
+def test_registered_datasets_carry_their_augmentation(tmp_path):
+    flip4 = Augmentation(crop_padding=4, hflip=True)
+    _write_fmnist(tmp_path / "fashion-mnist")
+    _write_cifar_dir(tmp_path, "cifar10")
+    _write_cifar_dir(tmp_path, "cifar100")
+    _write_svhn_dir(tmp_path)
+    expected = {"demo": flip4, "fashion-mnist": flip4, "cifar10": flip4, "cifar100": flip4,
+                "svhn": Augmentation(crop_padding=4, hflip=False)}
+    assert sorted(expected) == list_datasets()
+    for name, aug in expected.items():
+        d = load_dataset(name, "train", data_dir=tmp_path)
+        assert d.augmentation == aug, name
+        assert d.augmentation.crop_padding == default_crop_padding(*d.image_size), name
+        assert d.hflip == aug.hflip, name  # the older field agrees
+        # subset() and to() keep it.
+        assert d.subset([0, 1]).augmentation == aug and d.to("cpu").augmentation == aug
+
+
+def test_custom_imagedata_not_augmented_unless_asked():
+    x, y = torch.zeros(3, 1, 4, 4), torch.tensor([0, 1, 0])
+    plain = ImageData(x, y, ["a", "b"])
+    assert plain.augmentation is None and plain.hflip is True  # hflip keeps its old default
+    # Positional construction (images, labels, classes, hflip, name, mean, std) still works.
+    old = ImageData(x, y, ["a", "b"], False, "old", (0.5,), (0.2,))
+    assert (old.hflip, old.name, old.mean, old.std, old.augmentation) == (
+        False, "old", (0.5,), (0.2,), None)
+    asked = ImageData(x, y, ["a", "b"], augmentation=Augmentation(1, False))
+    assert asked.subset(torch.tensor([True, False, True])).augmentation == Augmentation(1, False)
+    with pytest.raises(MwtError, match="augmentation must be"):
+        ImageData(x, y, ["a", "b"], augmentation={"crop_padding": 4})
+
+
+# ------------------------------------------------------------------ more loading mistakes
+
+
+def test_corrupted_gzip_idx_is_error(tmp_path):
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    write_idx(path, np.arange(100, dtype=np.uint8))
+    raw = bytearray(path.read_bytes())
+    raw[10] = 0x07  # deflate block type 3 does not exist
+    path.write_bytes(bytes(raw))
+    with pytest.raises(MwtError, match="not a valid gzip file") as info:
+        read_idx(path)
+    assert isinstance(info.value.__cause__, zlib.error)
+    # A header announcing an absurd shape is "truncated", not an overflow.
+    huge = bytes([0, 0, 0x08, 4]) + (2**32 - 1).to_bytes(4, "big") * 4
+    with pytest.raises(MwtError, match="truncated or corrupted"):
+        read_idx(huge + b"\x00" * 16)
+    with pytest.raises(MwtError, match="Could not write"):
+        write_idx(tmp_path / "missing" / "x-idx1-ubyte", np.zeros(3, np.uint8))
+
+
+def test_fashion_mnist_wrong_image_size_is_error(tmp_path):
+    d = tmp_path / "fm"
+    _write_fmnist(d)
+    write_idx(d / "t10k-images-idx3-ubyte.gz", np.zeros((10, 32, 32), np.uint8))
+    with pytest.raises(MwtError, match=r"not uint8 \[N, 28, 28\]"):
+        load_dataset("fashion-mnist", "test", data_dir=d)
+    write_idx(d / "t10k-images-idx3-ubyte.gz", np.zeros((9, 28, 28), np.uint8))
+    with pytest.raises(MwtError, match="9 images but labels of shape"):
+        load_dataset("fashion-mnist", "test", data_dir=d)
+
+
+def test_subset_out_of_range_and_bad_loader():
+    d = ImageData(torch.zeros(3, 1, 2, 2), torch.tensor([0, 1, 0]), ["a", "b"])
+    assert d.subset([-1]).labels.tolist() == [0]
+    for bad in ([3], [-4]):
+        with pytest.raises(MwtError, match="outside 0..2"):
+            d.subset(bad)
+    with pytest.raises(MwtError, match="mask of shape"):
+        d.subset(torch.tensor([True, False]))
+    register_dataset("broken", lambda split, data_dir, download: (d.images, d.labels))
+    try:
+        with pytest.raises(MwtError, match="returned a tuple, not an ImageData"):
+            load_dataset("broken")
+    finally:
+        DATASETS.pop("broken")

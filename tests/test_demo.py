@@ -22,7 +22,7 @@ def test_demo_prints_the_pipeline_table(tmp_path, capsys, monkeypatch):
                  "kernels kept", "MACs", "(gates removed)", "(gates kept)", "(gates folded)",
                  "ACC after fine-tune", "on the same sub-task"):
         assert text in out
-    assert (tmp_path / "modular" / "modules.json").exists()
+    assert (tmp_path / "modular" / "modules-tau0.90.json").exists()
     # A second run reuses the finished training runs instead of overwriting them.
     before = (tmp_path / "modular" / "checkpoint.safetensors").read_bytes()
     assert main(argv) == 0

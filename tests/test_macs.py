@@ -118,7 +118,7 @@ def test_bad_input_shape():
 
 def test_hooks_removed_after_failure():
     model = Tiny()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(MwtError, match="one sample of shape"):
         count_macs(model, (2, 5, 5))   # wrong channel count
     assert not any(m._forward_hooks for m in model.modules())
     assert model.training

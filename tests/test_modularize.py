@@ -24,7 +24,7 @@ def test_module_masks_threshold_and_per_layer_lowering():
     assert used[1, 0].item() == pytest.approx(0.9)
 
 
-@pytest.mark.parametrize("tau", [0, -0.1, 1.5, float("nan")])
+@pytest.mark.parametrize("tau", [0, -0.1, 1.5, float("nan"), float("inf"), True, "0.9", None])
 def test_tau_out_of_range(tau):
     with pytest.raises(mwt.MwtError, match="tau"):
         mwt.modularize(sparse_modular("vgg16", in_channels=1), demo_subset("train", 2), tau)
@@ -76,19 +76,43 @@ def test_kernels_for_is_the_union_and_checks_classes(modularized):
 
 def test_module_set_round_trip_and_corruption(modularized, tmp_path):
     _, _, mods = modularized
-    mods.save(tmp_path)
+    path = mods.save(tmp_path)
+    assert path == tmp_path / "modules-tau0.80.json" and mods.stem == "modules-tau0.80"
+    assert (tmp_path / "modules-tau0.80.safetensors").is_file()
     loaded = mwt.ModuleSet.load(tmp_path)
     assert torch.equal(loaded.masks, mods.masks)
     assert loaded.classes == mods.classes and loaded.krr == mods.krr
-    meta = json.loads((tmp_path / "modules.json").read_text())
+    assert torch.equal(loaded.layer_tau, mods.layer_tau) and loaded.warnings == mods.warnings
+    meta = json.loads(path.read_text())
     meta["layers"] = meta["layers"][:-1]
-    (tmp_path / "modules.json").write_text(json.dumps(meta))
+    path.write_text(json.dumps(meta))
     with pytest.raises(mwt.CheckpointError, match="inconsistent"):
         mwt.ModuleSet.load(tmp_path)
-    raw = (tmp_path / "modules.safetensors").read_bytes()
-    (tmp_path / "modules.safetensors").write_bytes(raw[: len(raw) // 2])
+    raw = (tmp_path / "modules-tau0.80.safetensors").read_bytes()
+    (tmp_path / "modules-tau0.80.safetensors").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(mwt.CheckpointError):
         mwt.ModuleSet.load(tmp_path)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True, "8", None])
+def test_batch_size_must_be_a_positive_int(batch_size):
+    model, data = sparse_modular("vgg16", in_channels=1), demo_subset("train", 2)
+    with pytest.raises(mwt.MwtError, match="batch_size must be a positive integer"):
+        collect_kernel_sets(model, data, batch_size)
+    with pytest.raises(mwt.MwtError, match="batch_size must be a positive integer"):
+        mwt.modularize(model, data, 0.9, batch_size=batch_size)
+
+
+def test_labels_beyond_the_models_classes_and_bad_class_names():
+    model, data = sparse_modular("vgg16", in_channels=1), demo_subset("train", 2)
+    labels = data.labels.clone()
+    labels[0] = 10
+    with pytest.raises(mwt.MwtError, match="labels must lie in 0..9"):
+        mwt.modularize(model, (data.images, labels), 0.9)
+    with pytest.raises(mwt.MwtError, match="3 class names given for a model of 10 classes"):
+        mwt.modularize(model, data, 0.9, classes=["a", "b", "c"])
+    with pytest.raises(mwt.MwtError, match="classes must be a list of class names"):
+        mwt.modularize(model, data, 0.9, classes=list(range(10)))
 
 
 def test_standard_model_is_modularized_by_bn_relevance():

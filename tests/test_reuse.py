@@ -25,7 +25,7 @@ def setup():
 def test_reuse_builds_a_smaller_two_class_model(setup):
     model, mods, train, test = setup
     sub = mwt.reuse(model, mods, [0, 3], train, test_data=test, epochs=1, device="cpu",
-                    batch_size=20)
+                    batch_size=20, min_steps=0)
     r = sub.report
     assert sub(test.images[:4]).shape == (4, 2)
     assert r["kernel_share"] == pytest.approx(mods.kernels_for([0, 3]).float().mean().item())
@@ -130,3 +130,103 @@ def test_onnx_export_is_a_valid_model(setup, tmp_path):
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
     assert [o.name for o in proto.graph.output] == ["logits"]
+
+
+# --- Hardening: module files never trusted, exports never overwrite, fine-tuning never idle --
+
+
+@pytest.fixture
+def saved_module(setup, tmp_path):
+    model, mods, train, _ = setup
+    sub = mwt.reuse(model, mods, [0, 3], train, epochs=0, device="cpu")
+    mwt.save_module(sub, tmp_path / "m")
+    return tmp_path / "m"
+
+
+def _edit(path, change):
+    meta = json.loads((path / "module.json").read_text())
+    change(meta)
+    (path / "module.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("change", [
+    lambda m: m.update(input_shape=[3, 28, 28]),
+    lambda m: m.update(input_shape=[1, 28]),
+    lambda m: m.update(input_shape="1x28x28"),
+    lambda m: m.update(input_shape=[1, -28, 28]),
+    lambda m: m["base"].update(name="vgg16"),
+    lambda m: m["base"].update(name=7),
+    lambda m: m["base"].update(width=2.0),
+    lambda m: m["base"].update(width="0.25"),
+    lambda m: m["base"].update(width=True),
+    lambda m: m["base"].update(width=1e9),
+    lambda m: m["base"].update(num_classes="10"),
+    lambda m: m.update(base=[]),
+    lambda m: m.update(kernels=[-1] + m["kernels"][1:]),
+    lambda m: m.update(kernels=[m["kernels"][0]] + m["kernels"]),
+    lambda m: m.update(kernels="all"),
+    lambda m: m.update(kernels=[]),
+    lambda m: m.update(total_kernels=10**12),
+    lambda m: m.update(total_kernels=None),
+    lambda m: m.update(head_classes=[0, 99]),
+    lambda m: m.update(head_classes=[0]),
+    lambda m: m.update(keep_gates="no"),
+    lambda m: m.update(keep_gates=True, fold_gates=True),
+])
+def test_a_lying_module_description_is_a_clear_error(saved_module, change):
+    _edit(saved_module, change)
+    with pytest.raises(mwt.CheckpointError, match="consistent module"):
+        mwt.load_module(saved_module)
+
+
+def test_a_bit_flipped_module_is_a_clear_error(saved_module):
+    weights = saved_module / "module.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-20] ^= 0x01
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(mwt.CheckpointError, match="corrupted"):
+        mwt.load_module(saved_module)
+
+
+def test_saving_into_a_module_directory_is_refused(setup, saved_module):
+    model, mods, train, _ = setup
+    before = (saved_module / "module.safetensors").read_bytes()
+    sub = mwt.reuse(model, mods, [1, 2], train, epochs=0, device="cpu")
+    with pytest.raises(mwt.MwtError, match="already holds a module"):
+        mwt.save_module(sub, saved_module)
+    assert (saved_module / "module.safetensors").read_bytes() == before
+
+
+def test_export_never_overwrites(saved_module):
+    from mwt.module_io import export_path
+
+    for own in ("module.json", "module.safetensors"):
+        with pytest.raises(mwt.MwtError, match="module's own files"):
+            export_path(saved_module, "torchscript", saved_module / own, force=True)
+    existing = saved_module.parent / "taken.pt"
+    existing.write_text("mine")
+    with pytest.raises(mwt.MwtError, match="--force"):
+        export_path(saved_module, "torchscript", existing)
+    assert export_path(saved_module, "torchscript", existing, force=True) == existing
+    with pytest.raises(mwt.MwtError, match="is a directory"):
+        export_path(saved_module, "onnx", saved_module)
+    with pytest.raises(mwt.MwtError, match="must not be empty"):
+        export_path(saved_module, "onnx", "")
+    assert existing.read_text() == "mine"
+
+
+def test_fine_tuning_runs_a_minimum_number_of_steps(setup):
+    model, mods, train, _ = setup
+    sub = mwt.reuse(model, mods, [0, 3], train, epochs=1, device="cpu", batch_size=20,
+                    min_steps=8)
+    # 54 fine-tuning samples at batch 20 make 3 steps an epoch: 8 steps need 3 epochs.
+    assert sub.report["epochs_asked"] == 1 and sub.report["epochs"] == 3
+    assert len(sub.report["history"]) == 3
+
+
+def test_a_module_at_chance_is_reported(setup):
+    model, mods, train, test = setup
+    with pytest.warns(UserWarning, match="better than chance"):
+        sub = mwt.reuse(model, mods, [0, 3], train, epochs=0, device="cpu", test_data=test)
+    assert sub.report["acc_before_finetune"]["val"] == 0.5  # gates removed, no fine-tuning
+    assert "better than chance (50.00%)" in sub.report["warnings"][0]

@@ -95,3 +95,139 @@ def test_cuda_without_a_gpu_is_a_clear_error():
     with pytest.raises(mwt.MwtError, match="no CUDA GPU"):
         resolve_device("cuda")
     assert resolve_device(None).type == "cpu"
+
+
+# --- Hardening: run directories, resumability, option checks, augmentation defaults --------
+
+
+def _kw(**extra):
+    return dict(batch_size=25, progress=False, verbose=False, device="cpu", **extra)
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "checkpoint.json", "notes.txt"])
+def test_a_non_empty_out_that_is_not_a_run_is_refused(tmp_path, name):
+    (tmp_path / name).write_text("mine")
+    with pytest.raises(mwt.MwtError, match="not empty"):
+        mwt.train(tiny_modular(), demo_subset("train", 5), epochs=1, out=tmp_path, **_kw())
+    assert (tmp_path / name).read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+@pytest.mark.parametrize("out", ["", "  "])
+def test_an_empty_out_is_refused(out):
+    with pytest.raises(mwt.MwtError, match="must not be empty"):
+        mwt.train(tiny_modular(), demo_subset("train", 5), epochs=1, out=out, **_kw())
+
+
+def test_an_out_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(mwt.MwtError, match="is a file"):
+        mwt.train(tiny_modular(), demo_subset("train", 5), epochs=1, out=tmp_path / "f", **_kw())
+
+
+def test_a_run_killed_in_its_first_epoch_can_be_resumed(tmp_path, monkeypatch):
+    import sys
+
+    train_module = sys.modules["mwt.train"]  # mwt.train is also the name of the function
+    calls = {"n": 0}
+    real = train_module.save_checkpoint
+
+    def dies(*args, **kwargs):
+        calls["n"] += 1
+        raise KeyboardInterrupt  # killed before the first checkpoint was written
+
+    monkeypatch.setattr(train_module, "save_checkpoint", dies)
+    data = demo_subset("train", 5)
+    with pytest.raises(KeyboardInterrupt):
+        mwt.train(tiny_modular(), data, epochs=2, out=tmp_path, **_kw())
+    (tmp_path / f"{mwt.io.TEMP_PREFIX}checkpoint.safetensors.x1").write_bytes(b"half")
+    with pytest.raises(mwt.MwtError, match="already holds a run"):
+        mwt.train(tiny_modular(), data, epochs=2, out=tmp_path, **_kw())
+    monkeypatch.setattr(train_module, "save_checkpoint", real)
+    result = mwt.train(tiny_modular(), data, epochs=2, out=tmp_path, resume=True, **_kw())
+    assert [r["epoch"] for r in result.history] == [1, 2]
+    assert not list(tmp_path.glob(f"{mwt.io.TEMP_PREFIX}*"))
+    _, info = read_checkpoint(tmp_path)
+    assert info["epoch"] == 2
+
+
+def test_resume_of_a_directory_without_a_run_is_refused(tmp_path):
+    with pytest.raises(mwt.MwtError, match="nothing to resume"):
+        mwt.train(tiny_modular(), demo_subset("train", 5), epochs=1, out=tmp_path, resume=True,
+                  **_kw())
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(weight_decay=-1.0), "weight decay"),
+    (dict(weight_decay=float("nan")), "weight decay"),
+    (dict(lr=float("inf")), "lr"),
+    (dict(seed=2**64), "seed"),
+    (dict(seed=-1), "seed"),
+    (dict(batch_size=1), "batch size"),
+    (dict(epochs=2.5), "epochs"),
+    (dict(crop_padding=-2), "crop padding"),
+])
+def test_bad_options_are_refused_before_work(tmp_path, kwargs, match):
+    with pytest.raises(mwt.MwtError, match=match):
+        mwt.train(tiny_modular(), demo_subset("train", 2), progress=False, out=tmp_path / "r",
+                  **kwargs)
+    assert not (tmp_path / "r").exists()
+
+
+def test_one_training_sample_is_a_clear_error():
+    data = demo_subset("train", 1)
+    with pytest.raises(mwt.MwtError, match="at least 2 samples"):
+        mwt.train(tiny_modular("rescnn"), data.subset([0]), epochs=1, progress=False)
+
+
+def test_nan_pixels_are_refused_before_an_epoch_runs():
+    x = torch.randn(8, 1, 28, 28)
+    x[3, 0, 5, 5] = float("nan")
+    with pytest.raises(mwt.MwtError, match="NaN"):
+        mwt.train(tiny_modular(), (x, torch.arange(8) % 2), epochs=1, progress=False)
+
+
+def test_wrong_image_channels_are_a_clear_error():
+    x = torch.randn(8, 3, 28, 28)
+    with pytest.raises(mwt.MwtError, match="3 channels"):
+        mwt.train(tiny_modular(), (x, torch.arange(8) % 2), epochs=1, progress=False)
+
+
+def test_steps_per_epoch_keeps_a_small_data_sets_only_batch():
+    from mwt.train import steps_per_epoch
+
+    assert steps_per_epoch(60, 128) == 1
+    assert steps_per_epoch(250, 128) == 2     # a remainder of half a batch or more is kept
+    assert steps_per_epoch(60_000, 128) == 469
+    assert steps_per_epoch(300, 128) == 2     # a remainder of 44 is seen in other epochs
+    assert steps_per_epoch(5, 2) == 2         # never a batch of one sample
+
+
+def test_tensors_are_not_augmented_unless_asked():
+    from mwt.data import Augmentation
+    from mwt.train import resolve_augmentation
+
+    x = torch.zeros(4, 1, 8, 8)
+    assert resolve_augmentation(None, (x, torch.zeros(4)), x.shape) == Augmentation(0, False)
+    assert resolve_augmentation(True, (x, None), x.shape) == Augmentation(1, True)
+    assert resolve_augmentation(True, None, (4, 3, 32, 32)) == Augmentation(4, True)
+    assert resolve_augmentation({"hflip": True}, None, (4, 3, 16, 16)) == Augmentation(2, True)
+    demo = mwt.load_dataset("demo", "test")
+    assert resolve_augmentation(None, demo, demo.images.shape) == Augmentation(4, True)
+    with pytest.raises(mwt.MwtError, match="unknown augmentation"):
+        resolve_augmentation({"flip": True}, None, x.shape)
+
+
+def test_a_run_records_the_augmentation_it_used(tmp_path):
+    data = demo_subset("train", 5)
+    mwt.train(tiny_modular(), (data.images, data.labels), epochs=1, out=tmp_path / "t", **_kw())
+    mwt.train(tiny_modular(), data, epochs=1, out=tmp_path / "d", **_kw())
+    saved = [json.loads((tmp_path / d / "config.json").read_text())["train"] for d in "td"]
+    assert (saved[0]["crop_padding"], saved[0]["hflip"]) == (0, False)
+    assert (saved[1]["crop_padding"], saved[1]["hflip"]) == (4, True)
+
+
+def test_a_run_that_did_not_become_modular_says_so():
+    with pytest.warns(UserWarning, match="has not become modular"):
+        result = mwt.train(tiny_modular(), demo_subset("train", 5), epochs=1, **_kw())
+    assert result.warnings and "raise beta" in result.warnings[0]

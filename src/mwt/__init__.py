@@ -5,7 +5,7 @@ The pipeline: ``create_model`` -> ``make_modular`` -> ``train`` -> ``modularize`
 """
 
 from mwt.data import list_datasets, load_dataset
-from mwt.errors import CheckpointError, DatasetNotFoundError, MwtError
+from mwt.errors import CheckpointError, DatasetNotFoundError, MwtError, MwtWarning
 from mwt.extract import extract_module
 from mwt.gates import count_gated_kernels, is_modular, make_modular
 from mwt.losses import cohesion_loss, coupling_loss
@@ -20,8 +20,9 @@ from mwt.train import TrainConfig, TrainResult, evaluate, train
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckpointError", "DatasetNotFoundError", "ModuleSet", "MwtError", "ReusedModule",
-    "TrainConfig", "TrainResult", "cohesion_loss", "count_gated_kernels", "count_macs",
+    "CheckpointError", "DatasetNotFoundError", "ModuleSet", "MwtError", "MwtWarning",
+    "ReusedModule", "TrainConfig", "TrainResult", "cohesion_loss", "count_gated_kernels",
+    "count_macs",
     "coupling_loss", "create_model", "evaluate", "export_module", "extract_module",
     "is_modular", "jaccard_cohesion", "jaccard_coupling", "kernel_retention_rate",
     "list_datasets", "list_models", "load_dataset", "load_module", "make_modular",

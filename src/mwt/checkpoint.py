@@ -12,13 +12,7 @@ import torch
 import torch.nn as nn
 
 from mwt.errors import CheckpointError, MwtError
-from mwt.io import (
-    atomic_write_bytes,
-    load_tensors,
-    read_metadata,
-    save_tensors,
-    write_json,
-)
+from mwt.io import load_tensors_and_metadata, save_tensors, write_json, write_json_lines
 
 FORMAT = "mwt-checkpoint/1"
 WEIGHTS = "checkpoint.safetensors"
@@ -35,11 +29,10 @@ def save_checkpoint(out: Path, model: nn.Module, optimizer, epoch: int, run_conf
                 tensors[f"momentum.{names[id(p)]}"] = buf
     meta = {"format": FORMAT, "epoch": str(epoch), "config": json.dumps(run_config),
             "history": json.dumps(history)}
-    save_tensors(out / WEIGHTS, tensors, metadata=meta)
-    write_json(out / "checkpoint.json", {"format": FORMAT, "epoch": epoch,
-                                         "weights": WEIGHTS, "last": history[-1]})
-    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in history)
-    atomic_write_bytes(out / "metrics.jsonl", lines.encode())
+    digest = save_tensors(out / WEIGHTS, tensors, metadata=meta)
+    write_json(out / "checkpoint.json", {"format": FORMAT, "epoch": epoch, "weights": WEIGHTS,
+                                         "sha256": digest, "last": history[-1]})
+    write_json_lines(out / "metrics.jsonl", history)
 
 
 def read_checkpoint(run_dir) -> tuple[dict[str, torch.Tensor], dict]:
@@ -48,16 +41,67 @@ def read_checkpoint(run_dir) -> tuple[dict[str, torch.Tensor], dict]:
     if not path.exists():
         raise CheckpointError(f"{run_dir} holds no checkpoint ({WEIGHTS} is missing); "
                               "is it a run directory made by `mwt train`?")
-    tensors = load_tensors(path)
-    meta = read_metadata(path)
+    tensors, meta = load_tensors_and_metadata(path)  # the data checksum is verified here
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a torch-mwt checkpoint")
     try:
         info = {"epoch": int(meta["epoch"]), "config": json.loads(meta["config"]),
                 "history": json.loads(meta["history"])}
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, RecursionError) as exc:
         raise CheckpointError(f"{path} has a damaged header") from exc
+    if (info["epoch"] < 1 or not isinstance(info["config"], dict)
+            or not isinstance(info["history"], list)
+            or not all(isinstance(r, dict) for r in info["history"])):
+        raise CheckpointError(f"{path} has a damaged header (epoch, config or history)")
     return tensors, info
+
+
+def _is_str_list(x) -> bool:
+    return isinstance(x, list) and all(isinstance(v, str) for v in x)
+
+
+def _is_num_list(x) -> bool:
+    return isinstance(x, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in x)
+
+
+# What a run's config may hold besides the model: key -> check of its value.
+_CONFIG_CHECKS = {
+    "format": lambda v: isinstance(v, str),
+    "train": lambda v: isinstance(v, dict),
+    "modular": lambda v: isinstance(v, bool),
+    "dataset": lambda v: isinstance(v, str),
+    "classes": _is_str_list,
+    "mean": _is_num_list,
+    "std": _is_num_list,
+    "cli": lambda v: isinstance(v, dict),
+}
+
+
+def check_run_config(config: dict, where) -> dict:
+    """A run config whose fields have the types the rest of the library relies on."""
+    for key, check in _CONFIG_CHECKS.items():
+        if key in config and config[key] is not None and not check(config[key]):
+            raise CheckpointError(f"the run config in {where} is damaged: {key} has the wrong "
+                                  "type")
+    return config
+
+
+def _model_spec(config: dict, where) -> dict:
+    """The registered model a run was trained on, with its fields type-checked."""
+    spec = config.get("model")
+    if not isinstance(spec, dict) or not spec.get("name"):
+        raise MwtError(f"{where} was trained on a custom model; rebuild it in Python and load "
+                       f"the weights with mwt.checkpoint.load_weights")
+    ok = (isinstance(spec.get("name"), str)
+          and all(isinstance(spec.get(k), int) and not isinstance(spec.get(k), bool)
+                  for k in ("num_classes", "in_channels"))
+          and isinstance(spec.get("width"), (int, float)) and not isinstance(spec["width"], bool)
+          and isinstance(config.get("modular", False), bool))
+    if not ok:
+        raise CheckpointError(f"the checkpoint header in {where} describes its model with missing "
+                              "or wrongly typed fields (name, num_classes, in_channels, width)")
+    return spec
 
 
 def _load_state(model: nn.Module, tensors: dict[str, torch.Tensor], where) -> None:
@@ -88,12 +132,17 @@ def load_run(run_dir, device: str | torch.device = "cpu") -> tuple[nn.Module, di
     from mwt.models import create_model
 
     tensors, info = read_checkpoint(run_dir)
-    config = info["config"]
-    spec = config.get("model") or {}
-    if not spec.get("name"):
-        raise MwtError(f"{run_dir} was trained on a custom model; rebuild it in Python and load "
-                       f"the weights with mwt.checkpoint.load_weights")
-    model = create_model(spec["name"], spec["num_classes"], spec["in_channels"], spec["width"])
+    config = check_run_config(info["config"], run_dir)
+    spec = _model_spec(config, run_dir)
+    if config.get("classes") is not None and len(config["classes"]) != spec["num_classes"]:
+        raise CheckpointError(f"the run config in {run_dir} names {len(config['classes'])} "
+                              f"classes for a model of {spec['num_classes']}")
+    try:
+        model = create_model(spec["name"], spec["num_classes"], spec["in_channels"],
+                             spec["width"])
+    except MwtError as exc:
+        raise CheckpointError(f"the checkpoint in {run_dir} describes a model that cannot be "
+                              f"built ({exc})") from exc
     if config.get("modular"):
         model = make_modular(model)
     _load_state(model, tensors, run_dir)

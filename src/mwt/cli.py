@@ -2,9 +2,10 @@
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
-from mwt.errors import MwtError
+from mwt.errors import MwtError, MwtWarning
 
 # Each command imports what it needs when it runs, so that `mwt --help` answers at once.
 
@@ -31,12 +32,15 @@ def _add_train(sub) -> None:
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--no-flip", action="store_true", help="disable horizontal flips")
+    p.add_argument("--no-augment", action="store_true",
+                   help="no augmentation at all (default: the dataset's own crop/flip)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None,
                    help="cuda, cuda:1, cpu ... (default: cuda if present)")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true",
-                   help="continue the interrupted run in --out with its saved settings")
+                   help="continue the interrupted run in --out with its saved settings (a run "
+                   "that died before its first checkpoint starts again from epoch 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--quiet", action="store_true", help="no per-epoch summary lines")
     p.set_defaults(func=cmd_train)
@@ -46,15 +50,11 @@ TRAIN_OPTIONS = ("lr", "weight_decay", "batch_size", "reduction")
 
 
 def cmd_train(args) -> int:
-    from mwt.io import read_json
-    from mwt.runs import train_run
+    from mwt.runs import resume_settings, train_run
 
-    out = Path(args.out)
+    out = args.out
     if args.resume:
-        saved = read_json(out / "config.json").get("cli")
-        if not saved:
-            raise MwtError(f"{out} was not made by `mwt train`; resume it from Python")
-        settings = dict(saved)
+        settings = resume_settings(out)
         if args.epochs is not None:
             settings["epochs"] = args.epochs
     else:
@@ -62,7 +62,8 @@ def cmd_train(args) -> int:
                     "epochs": 200 if args.epochs is None else args.epochs,
                     "standard": args.standard, "alpha": args.alpha, "beta": args.beta,
                     "seed": args.seed, "data_dir": args.data_dir, "download": args.download,
-                    "hflip": not args.no_flip, **{k: getattr(args, k) for k in TRAIN_OPTIONS}}
+                    "hflip": not args.no_flip, "augment": not args.no_augment,
+                    **{k: getattr(args, k) for k in TRAIN_OPTIONS}}
     result = train_run(out, resume=args.resume, device=args.device,
                        progress=not args.no_progress, verbose=not args.quiet, **settings)
     final = result.final
@@ -72,6 +73,8 @@ def cmd_train(args) -> int:
     if "test_kernel_rate" in final:
         line += f", kernel rate {final['test_kernel_rate']:.4f}"
     print(f"{line}; run saved in {out}")
+    for note in result.warnings:
+        print(f"warning: {note}")
     return 0
 
 
@@ -87,19 +90,23 @@ def cmd_modularize(args) -> int:
         kept = int(mods.masks[i].sum())
         print(f"{i:<4} {name[:16]:<16} {kept:>8} {kept / mods.total_kernels:>7.2%}")
     seconds = mods.seconds
+    for note in getattr(mods, "warnings", []):
+        print(f"warning: {note}")
     print(f"took {seconds['total']:.1f}s (pass over the training set {seconds['pass']:.1f}s); "
-          f"saved {args.run}/modules.safetensors and modules.json")
+          f"saved {Path(args.run) / mods.stem}.safetensors and .json")
     return 0
 
 
 def cmd_reuse(args) -> int:
-    from mwt.runs import reuse_run, standard_subtask_accuracy
+    from mwt.runs import reuse_run
 
-    sub = reuse_run(args.run, args.classes, args.out, epochs=args.epochs, data_dir=args.data_dir,
-                    device=args.device, keep_gates=args.keep_gates, fold_gates=args.fold_gates,
-                    lr=args.lr, seed=args.seed, verbose=not args.quiet)
+    sub = reuse_run(args.run, args.classes, args.out, tau=args.tau, epochs=args.epochs,
+                    data_dir=args.data_dir, device=args.device, keep_gates=args.keep_gates,
+                    fold_gates=args.fold_gates, lr=args.lr, seed=args.seed,
+                    verbose=not args.quiet, compare=args.compare)
     r = sub.report
-    print(f"module for classes {r['classes']} ({', '.join(r['class_names'])}):")
+    print(f"module for classes {r['classes']} ({', '.join(r['class_names'])}), "
+          f"from the module set at tau {r['tau']:.2f}:")
     print(f"  kernels kept   {r['kernel_share']:.2%} of the model's gated kernels")
     print(f"  MACs           {r['macs'] / 1e6:.2f} M of {r['macs_full'] / 1e6:.2f} M "
           f"({r['macs_ratio']:.2%})")
@@ -109,19 +116,19 @@ def cmd_reuse(args) -> int:
         line += f", {r['acc_after_finetune']['test']:.4f} after {r['epochs']} epochs"
     print(line)
     if args.compare:
-        acc = standard_subtask_accuracy(args.compare, r["classes"], args.data_dir, args.device)
-        print(f"  model {args.compare} on the same sub-task: {acc:.4f}")
+        print(f"  model {args.compare} on the same sub-task: {r['compare_acc']:.4f}")
+    for note in r.get("warnings", []):
+        print(f"warning: {note}")
     if args.out:
         print(f"saved {args.out}/module.safetensors and module.json")
     return 0
 
 
 def cmd_export(args) -> int:
-    from mwt.module_io import export_module, load_module
+    from mwt.module_io import export_module, export_path, load_module
 
+    out = export_path(args.module, args.format, args.out, force=args.force)
     module = load_module(args.module)
-    suffix = ".pt" if args.format == "torchscript" else ".onnx"
-    out = args.out or str(Path(args.module) / f"module{suffix}")
     export_module(module, out, args.format)
     print(f"exported {args.module} as {args.format} to {out}")
     return 0
@@ -157,8 +164,15 @@ def cmd_datasets(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors as one line like every other error."""
+
+    def error(self, message):
+        self.exit(2, f"mwt: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mwt", description="Modularizing while Training: "
+    parser = _Parser(prog="mwt", description="Modularizing while Training: "
                                      "train modular CNNs, cut them into per-class modules, reuse.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
@@ -172,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "keep, per class, the kernels that at least a share tau of the class's "
                        "samples use (paper section 3.3).")
     p.add_argument("run", help="run directory made by `mwt train`")
-    p.add_argument("--tau", type=float, default=0.9, help="relevance frequency threshold")
+    p.add_argument("--tau", type=float, default=0.9,
+                   help="relevance frequency threshold in (0, 1]; sets of different tau are "
+                   "kept side by side as modules-tau<tau>.*")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", default=None)
@@ -183,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "modularized run, add a new head and fine-tune it (paper section 3.4).")
     p.add_argument("run", help="run directory with modules (see `mwt modularize`)")
     p.add_argument("--classes", nargs="+", required=True, help="class ids or class names")
+    p.add_argument("--tau", type=float, default=None,
+                   help="which module set to use when the run has several (see `mwt modularize`)")
     p.add_argument("--out", default=None, help="directory to save the module in")
     p.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs")
     p.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate")
@@ -219,21 +237,33 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("module", help="module directory (module.json + module.safetensors)")
     q.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
     q.add_argument("--out", default=None, help="output file (default: inside the module dir)")
+    q.add_argument("--force", action="store_true", help="replace an existing output file")
     q.set_defaults(func=cmd_export)
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed as one line
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        with warnings.catch_warnings():
+            # Each command prints its results' warnings itself, as `warning:` lines.
+            warnings.simplefilter("ignore", MwtWarning)
+            return args.func(args)
     except MwtError as exc:
         print(f"mwt: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file operation we did not wrap: still one line, no traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"mwt: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("mwt: interrupted; a run can be continued with `mwt train --resume --out DIR`",
-              file=sys.stderr)
+        hint = (f"; continue it with `mwt train --resume --out {args.out}`"
+                if args.command == "train" else "; nothing half-written was left behind")
+        print(f"mwt: interrupted{hint}", file=sys.stderr)
         return 130
 
 

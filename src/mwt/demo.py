@@ -8,12 +8,18 @@ before and after fine-tuning next to the standard model's accuracy on the same s
 
 from pathlib import Path
 
+import torch
+
 from mwt.checkpoint import load_run
+from mwt.data import load_dataset
+from mwt.errors import MwtError
 from mwt.extract import extract_module
-from mwt.modularize import modularize
+from mwt.io import lock_directory, make_dir
+from mwt.models import create_model
+from mwt.modularize import check_tau, class_ids, modularize
 from mwt.reuse import reuse, select_classes, subtask_accuracy
-from mwt.runs import run_dataset, train_run
-from mwt.train import resolve_device
+from mwt.runs import check_options, run_dataset, train_run
+from mwt.train import check_run_dir, is_run_dir, resolve_device
 
 
 def run_demo(out="runs/mwt-demo", *, model: str = "vgg16", width: float = 0.25,
@@ -25,12 +31,40 @@ def run_demo(out="runs/mwt-demo", *, model: str = "vgg16", width: float = 0.25,
     The defaults (12 epochs of batch 64) give the 6,000 demo images enough steps to become
     visibly modular in a few minutes on a 2-core CPU; the paper's batch 128 needs more epochs.
     """
+    # Everything is checked before the first model trains.
+    if out is None or str(out).strip() == "":
+        raise MwtError("the demo's output directory (--out) must not be empty")
     out = Path(out)
+    check_options(epochs, None, None, seed, {"batch_size": batch_size})
+    if isinstance(finetune_epochs, bool) or not isinstance(finetune_epochs, int) \
+            or not 0 <= finetune_epochs <= 1000:
+        raise MwtError(f"fine-tuning epochs must be an integer from 0 to 1000, got "
+                       f"{finetune_epochs!r}")
+    tau = check_tau(tau)
+    with torch.device("meta"):
+        create_model(model, 10, 1, width)
+    names = load_dataset("demo", "test").classes
+    ids = class_ids(list(classes), names)
+    if len(ids) != 2:
+        raise MwtError(f"the demo reuses a module of two classes, got {len(ids)}")
     device = resolve_device(device)
+    resumes = {}
+    for kind in ("standard", "modular"):
+        run_dir = out / kind
+        resumes[kind] = is_run_dir(run_dir)  # continue or reuse what an earlier demo made
+        check_run_dir(run_dir, resumes[kind])
+    make_dir(out)
+    with lock_directory(out, "mwt demo"):
+        return _run_demo(out, model, width, epochs, batch_size, ids, tau, finetune_epochs,
+                         device, progress, seed, resumes)
+
+
+def _run_demo(out: Path, model, width, epochs, batch_size, ids, tau, finetune_epochs, device,
+              progress, seed, resumes) -> dict:
     results: dict = {}
     for kind in ("standard", "modular"):
         run_dir = out / kind
-        resume = (run_dir / "checkpoint.safetensors").exists()
+        resume = resumes[kind]
         print(f"== training the {kind} {model} (width {width}) for {epochs} epochs")
         train_run(run_dir, model=model, dataset="demo", width=width, epochs=epochs,
                   standard=kind == "standard", seed=seed, resume=resume, device=device,
@@ -43,10 +77,10 @@ def run_demo(out="runs/mwt-demo", *, model: str = "vgg16", width: float = 0.25,
                          "cohesion": mods.cohesion, "coupling": mods.coupling,
                          "model": net, "mods": mods}
         if kind == "modular":
-            mods.save(run_dir)
+            with lock_directory(run_dir, "mwt demo"):
+                mods.save(run_dir)
 
     modular, mods = results["modular"]["model"], results["modular"]["mods"]
-    ids = mods.class_ids(list(classes))
     test = select_classes(test_data, ids)
     print(f"== reusing the module of classes {ids} ({', '.join(mods.classes[i] for i in ids)})")
     sub = reuse(modular, mods, ids, train_data, test_data=test_data, epochs=finetune_epochs,
@@ -87,7 +121,8 @@ def format_table(report: dict) -> str:
     ]
     for label, acc in r["acc_before_by_variant"].items():
         rows.append(f"  ACC before fine-tune  {acc:.2%} ({label})")
-    rows.append(f"  ACC after fine-tune   {r['acc_after_finetune']['test']:.2%} "
-                f"({r['epochs']} epochs, gates removed)")
+    after = r["acc_after_finetune"]["test"]
+    rows.append(f"  ACC after fine-tune   {after:.2%} ({r['epochs']} epochs, gates removed)"
+                if after is not None else "  ACC after fine-tune   - (no fine-tuning asked)")
     rows.append(f"  standard model        {r['standard_subtask_acc']:.2%} on the same sub-task")
     return "\n".join(rows)

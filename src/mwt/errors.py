@@ -11,3 +11,8 @@ class DatasetNotFoundError(MwtError):
 
 class CheckpointError(MwtError):
     """A checkpoint, module or mask file is missing, corrupted or of the wrong kind."""
+
+
+class MwtWarning(UserWarning):
+    """Something a user should know about a result (a run that did not become modular, a module
+    at chance); the CLI prints these as ``warning:`` lines, the API also returns them."""

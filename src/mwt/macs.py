@@ -69,10 +69,18 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], *, per_layer: boo
     parameters and no counting rule count 0; their names are listed under the extra key
     ``"uncounted"`` (a list, present only if there are any), so the int entries sum to the total.
     """
-    shape = tuple(int(s) for s in input_shape)
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError) as exc:
+        raise MwtError(f"input_shape must be a tuple of sizes, got {input_shape!r}") from exc
     if not shape or any(s < 1 for s in shape):
         raise MwtError("input_shape must be a non-empty tuple of positive sizes, "
                        f"got {input_shape!r}")
+    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first_conv is not None and len(shape) != 3:
+        raise MwtError(f"input_shape is the shape of one sample, (C, H, W) without the batch "
+                       f"dimension; got {input_shape!r}")
+
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
@@ -100,7 +108,12 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], *, per_layer: boo
         # eval mode: dropout off and BN uses running stats, so a batch of one zero sample is valid.
         model.eval()
         with torch.no_grad():
-            model(torch.zeros((1, *shape), device=device, dtype=dtype), **forward_kwargs)
+            try:
+                model(torch.zeros((1, *shape), device=device, dtype=dtype), **forward_kwargs)
+            except RuntimeError as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise MwtError(f"the model does not run on one sample of shape {shape} "
+                               f"({reason})") from exc
     finally:
         for h in handles:
             h.remove()

@@ -3,11 +3,24 @@
 A kernel is relevant to a sample iff its gate value is > 0 (for a standard model without gates:
 iff its BatchNorm output, and so its ReLU'd output, has any positive element, paper section 4.2).
 Module c keeps a kernel iff at least a share tau of class c's training samples find it relevant;
-a layer that would keep nothing for a class has tau lowered for it in steps of 0.05.
+a layer that would keep nothing for a class has tau lowered for it in steps of 0.05 (the exact
+rule is in :func:`module_masks`).
+
+A module set is saved as ``modules-tau<T>.safetensors`` + ``modules-tau<T>.json`` (see
+:func:`module_set_stem`), so sets made with different taus live side by side in one directory;
+:func:`list_module_sets` finds them and ``ModuleSet.load(directory, tau)`` reads one back, checking
+every field. A ``modules.json`` + ``modules.safetensors`` pair written by older versions is still
+read.
 """
 
+import math
+import numbers
+import re
 import time
+import warnings
 from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -15,13 +28,129 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mwt.data import as_tensors
-from mwt.errors import CheckpointError, MwtError
+from mwt.errors import CheckpointError, MwtError, MwtWarning
 from mwt.gates import conv_bn_pairs, gated_layers, is_modular, model_config, trace
-from mwt.io import read_artifact, save_tensors, write_json
+from mwt.io import read_artifact, read_json, write_artifact
 from mwt.metrics import jaccard_cohesion, jaccard_coupling, kernel_retention_rate
 
-TAU_STEP = 0.05
+TAU_STEP = Fraction(1, 20)  # 0.05, exactly
 FORMAT = "mwt-modules/1"
+STEM_PREFIX = "modules-tau"
+LEGACY_STEM = "modules"  # the single module set of a directory written by older versions
+# A module set whose KRR, or one of whose modules, reaches this share of the kernels is degenerate.
+NEARLY_ALL = 0.95
+TENSORS = ("masks", "frequencies", "gate_means", "counts", "layer_tau")
+
+
+def check_tau(tau) -> float:
+    """``tau`` as a float, or a clear error unless it is a real number (not a bool) in (0, 1]."""
+    if isinstance(tau, bool) or not isinstance(tau, numbers.Real):
+        raise MwtError(f"tau must be a number in (0, 1], got {_short(tau)}")
+    try:
+        value = float(tau)
+    except (OverflowError, ValueError, TypeError):
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise MwtError(f"tau must lie in (0, 1], got {_short(tau)}")
+    return value
+
+
+def check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
+            or batch_size < 1:
+        raise MwtError(f"batch_size must be a positive integer, got {_short(batch_size)}")
+    return int(batch_size)
+
+
+def _short(value, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def module_set_stem(tau) -> str:
+    """The file stem of the module set of ``tau``: ``modules-tau`` + tau as a decimal number.
+
+    The number is the shortest decimal that reads back as the same float, written with at least
+    two decimals and never in exponent notation: 0.9 -> ``modules-tau0.90``, 1 ->
+    ``modules-tau1.00``, 0.925 -> ``modules-tau0.925``, 1e-05 -> ``modules-tau0.00001``. Distinct
+    taus get distinct stems and ``float`` of the number is tau again.
+    """
+    text = format(Decimal(repr(check_tau(tau))), "f")
+    whole, _, frac = text.partition(".")
+    return f"{STEM_PREFIX}{whole}.{frac.ljust(2, '0')}"
+
+
+def _tau_text(tau) -> str:
+    return module_set_stem(tau)[len(STEM_PREFIX):]
+
+
+def _legacy_tau(path: Path) -> float | None:
+    """The tau of a legacy ``modules.json``, or None when it cannot be read."""
+    try:
+        return check_tau(read_json(path).get("tau"))
+    except MwtError:
+        return None
+
+
+def list_module_sets(directory) -> dict[float, Path]:
+    """Every module set saved in ``directory``: tau -> its JSON file, in increasing tau.
+
+    New-style sets are found by file name (``modules-tau<T>.json``, see :func:`module_set_stem`);
+    a legacy ``modules.json`` by the tau recorded inside it (it is left out when that cannot be
+    read, and a new-style set of the same tau takes precedence over it). Nothing is loaded or
+    verified here: :meth:`ModuleSet.load` does that.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return {}
+    found: dict[float, Path] = {}
+    legacy = directory / f"{LEGACY_STEM}.json"
+    if legacy.is_file():
+        tau = _legacy_tau(legacy)
+        if tau is not None:
+            found[tau] = legacy
+    for path in directory.glob(f"{STEM_PREFIX}*.json"):
+        match = re.fullmatch(re.escape(STEM_PREFIX) + r"(\d+\.\d{2,})", path.stem)
+        if match is None or not path.is_file():
+            continue
+        try:
+            tau = check_tau(float(match.group(1)))
+        except MwtError:
+            continue
+        if module_set_stem(tau) == path.stem:
+            found[tau] = path
+    return dict(sorted(found.items()))
+
+
+def _taus_text(taus) -> str:
+    return ", ".join(_tau_text(t) for t in sorted(taus))
+
+
+def class_ids(classes, names: list[str]) -> list[int]:
+    """Class ids (0..N-1) from ids or names of ``names`` (case-insensitive); a bad, repeated or
+    missing one is a clear error."""
+    if isinstance(classes, (int, str)):
+        classes = [classes]
+    ids = []
+    lower = [str(c).lower() for c in names]
+    for c in classes:
+        if isinstance(c, str) and not c.strip().lstrip("-").isdigit():
+            if c.lower() not in lower:
+                raise MwtError(f"unknown class {c!r}; classes are: {', '.join(names)}")
+            ids.append(lower.index(c.lower()))
+            continue
+        if isinstance(c, bool) or not isinstance(c, (int, str)):
+            raise MwtError(f"a class is an id or a name, got {c!r}")
+        i = int(c)
+        if not 0 <= i < len(names):
+            raise MwtError(f"class id {i} is out of range: the model has {len(names)} "
+                           f"classes (0..{len(names) - 1})")
+        ids.append(i)
+    if not ids:
+        raise MwtError("no classes given")
+    if len(set(ids)) != len(ids):
+        raise MwtError(f"classes are repeated: {', '.join(str(c) for c in classes)}")
+    return ids
 
 
 @dataclass
@@ -41,6 +170,7 @@ class ModuleSet:
     krr: float = float("nan")
     seconds: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # degenerate gates found when modularizing
 
     @property
     def num_classes(self) -> int:
@@ -50,28 +180,14 @@ class ModuleSet:
     def total_kernels(self) -> int:
         return self.masks.shape[1]
 
+    @property
+    def stem(self) -> str:
+        """The file stem this set is saved under (``modules-tau0.90`` for tau 0.9)."""
+        return module_set_stem(self.tau)
+
     def class_ids(self, classes) -> list[int]:
         """Class ids from ids or names; a bad one is a clear error."""
-        if isinstance(classes, (int, str)):
-            classes = [classes]
-        ids = []
-        lower = [c.lower() for c in self.classes]
-        for c in classes:
-            if isinstance(c, str) and not c.lstrip("-").isdigit():
-                if c.lower() not in lower:
-                    raise MwtError(f"unknown class {c!r}; classes are: {', '.join(self.classes)}")
-                ids.append(lower.index(c.lower()))
-                continue
-            i = int(c)
-            if not 0 <= i < self.num_classes:
-                raise MwtError(f"class id {i} is out of range: the model has {self.num_classes} "
-                               f"classes (0..{self.num_classes - 1})")
-            ids.append(i)
-        if not ids:
-            raise MwtError("no classes given")
-        if len(set(ids)) != len(ids):
-            raise MwtError(f"classes are repeated: {classes}")
-        return ids
+        return class_ids(classes, self.classes or [str(i) for i in range(self.num_classes)])
 
     def kernels_for(self, classes) -> torch.Tensor:
         """The union of the kernel sets of the given classes' modules (a mixed module, 3.4)."""
@@ -88,35 +204,150 @@ class ModuleSet:
                 "coupling": self.coupling, "kernels_per_module": self.masks.sum(1).tolist(),
                 "total_kernels": self.total_kernels, "seconds": self.seconds}
 
-    def save(self, directory) -> None:
-        """``modules.safetensors`` + ``modules.json`` in ``directory`` (atomic writes)."""
+    def save(self, directory) -> Path:
+        """Write ``<stem>.safetensors`` + ``<stem>.json`` (with the tensor file's SHA-256) into
+        ``directory`` atomically and return the JSON's path. A set of another tau in the same
+        directory is left alone; one of the same tau is replaced."""
         directory = Path(directory)
-        save_tensors(directory / "modules.safetensors", {
+        stem = self.stem
+        write_artifact(directory, stem, {
             "masks": self.masks.to(torch.uint8), "frequencies": self.frequencies,
-            "gate_means": self.gate_means, "counts": self.counts, "layer_tau": self.layer_tau})
-        write_json(directory / "modules.json", {
-            "format": FORMAT, "classes": self.classes, "layers": self.layers,
-            "model": self.model, **self.summary()})
+            "gate_means": self.gate_means, "counts": self.counts, "layer_tau": self.layer_tau,
+        }, {"format": FORMAT, "classes": list(self.classes),
+            "layers": [[name, k] for name, k in self.layers], "model": self.model,
+            "warnings": list(self.warnings), **self.summary()})
+        return directory / f"{stem}.json"
 
     @classmethod
-    def load(cls, directory) -> "ModuleSet":
-        meta, t = read_artifact(directory, "modules", FORMAT, "module set")
-        try:
-            layers = [(str(n), int(k)) for n, k in meta["layers"]]
-            masks = t["masks"].bool()
-            ok = masks.dim() == 2 and masks.shape[1] == sum(k for _, k in layers)
-            ok = ok and all(t[k].shape == masks.shape for k in ("frequencies", "gate_means"))
-            ok = (ok and t["counts"].shape == (masks.shape[0],)
-                  and len(meta["classes"]) == len(masks))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{directory} holds an incomplete module set ({exc})") from exc
+    def load(cls, directory, tau=None) -> "ModuleSet":
+        """The module set of ``tau`` saved in ``directory`` (``tau=None``: its only one).
+
+        Every field of the JSON and every tensor is checked: a missing, corrupted or inconsistent
+        set is a :class:`~mwt.errors.CheckpointError`; no set, or no set of that tau, or several
+        sets with ``tau=None``, is an :class:`~mwt.errors.MwtError` naming the taus there are.
+        """
+        directory = Path(directory)
+        if not directory.exists():
+            raise CheckpointError(f"{directory} does not exist")
+        if not directory.is_dir():
+            raise CheckpointError(f"{directory} is not a directory")
+        sets = list_module_sets(directory)
+        if tau is None:
+            if not sets:
+                if (directory / f"{LEGACY_STEM}.json").is_file():
+                    # A legacy set whose tau cannot be read: loading it says what is wrong.
+                    return cls._read(directory, LEGACY_STEM)
+                raise MwtError(f"{directory} has no modules yet; run `mwt modularize {directory}` "
+                               "first")
+            if len(sets) > 1:
+                raise MwtError(f"{directory} holds module sets for tau {_taus_text(sets)}; "
+                               "choose one with --tau")
+            return cls._read(directory, next(iter(sets.values())).stem)
+        want = module_set_stem(tau)
+        for found, path in sets.items():
+            if module_set_stem(found) == want:
+                return cls._read(directory, path.stem)
+        have = f"it holds tau {_taus_text(sets)}" if sets else "it has no modules yet"
+        raise MwtError(f"{directory} has no module set for tau {_tau_text(tau)} ({have}); run "
+                       f"`mwt modularize {directory} --tau {_tau_text(tau)}` to make it")
+
+    @classmethod
+    def _read(cls, directory: Path, stem: str) -> "ModuleSet":
+        meta, tensors = read_artifact(directory, stem, FORMAT, "module set")
+        where = directory / f"{stem}.json"
+        if stem != LEGACY_STEM and not isinstance(meta.get("sha256"), str):
+            raise CheckpointError(f"{where} carries no SHA-256 of its tensor file, so the tensors "
+                                  "cannot be verified; modularize again")
+        fields = _validated(meta, tensors, where)
+        if stem != LEGACY_STEM and module_set_stem(fields["tau"]) != stem:
+            raise CheckpointError(f"{where} records tau {_short(meta['tau'])}, which does not "
+                                  "match its file name; it was renamed or edited")
+        return cls(**fields)
+
+
+def _validated(meta: dict, t: dict, where: Path) -> dict:
+    """The fields of a ModuleSet from a saved JSON and its tensors, every one checked."""
+
+    def bad(reason: str):
+        return CheckpointError(f"{where} holds an invalid module set: {reason}")
+
+    for key in ("tau", "classes", "layers", "cohesion", "coupling", "krr"):
+        if key not in meta:
+            raise bad(f"the field {key!r} is missing")
+    try:
+        tau = check_tau(meta["tau"])
+    except MwtError:
+        raise bad(f"'tau' must be a number in (0, 1], got {_short(meta['tau'])}") from None
+    classes = meta["classes"]
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise bad(f"'classes' must be a list of class names, got {_short(classes)}")
+    layers = meta["layers"]
+    ok = isinstance(layers, list) and len(layers) > 0
+    for item in layers if ok else ():
+        ok = (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
+              and isinstance(item[1], int) and not isinstance(item[1], bool) and item[1] > 0)
         if not ok:
-            raise CheckpointError(f"{directory} holds inconsistent module-set files")
-        return cls(masks=masks, layers=layers, tau=float(meta["tau"]),
-                   frequencies=t["frequencies"], gate_means=t["gate_means"], counts=t["counts"],
-                   layer_tau=t["layer_tau"], classes=list(meta["classes"]),
-                   cohesion=meta["cohesion"], coupling=meta["coupling"], krr=meta["krr"],
-                   seconds=meta.get("seconds", {}), model=meta.get("model", {}))
+            break
+    if not ok:
+        raise bad(f"'layers' must be a non-empty list of [conv name, kernel count > 0] pairs, got "
+                  f"{_short(layers)}")
+    layers = [(name, k) for name, k in layers]
+    figures = {}
+    for key in ("cohesion", "coupling", "krr"):
+        v = meta[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise bad(f"{key!r} must be a number in [0, 1], got {_short(v)}")
+        figures[key] = float(v)
+    seconds = meta.get("seconds", {})
+    if not isinstance(seconds, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < math.inf
+            for v in seconds.values()):
+        raise bad(f"'seconds' must map steps to durations, got {_short(seconds)}")
+    model = meta.get("model", {})
+    if not isinstance(model, dict):
+        raise bad(f"'model' must be an object, got {_short(model)}")
+    notes = meta.get("warnings", [])
+    if not isinstance(notes, list) or not all(isinstance(w, str) for w in notes):
+        raise bad(f"'warnings' must be a list of messages, got {_short(notes)}")
+
+    for name in TENSORS:
+        if name not in t:
+            raise bad(f"the tensor {name!r} is missing from its .safetensors file")
+    masks = t["masks"]
+    n, k = len(classes), sum(size for _, size in layers)
+    if masks.dtype not in (torch.uint8, torch.bool) or masks.dim() != 2:
+        raise bad(f"'masks' must be a 2-D 0/1 tensor, got {masks.dtype} of shape "
+                  f"{tuple(masks.shape)}")
+    if tuple(masks.shape) != (n, k):
+        raise bad(f"it is inconsistent: {n} classes and layers of {k} kernels in all, but masks "
+                  f"of shape {tuple(masks.shape)}")
+    if n == 0:
+        raise bad("it has no classes")
+    if masks.dtype == torch.uint8 and bool((masks > 1).any()):
+        raise bad("'masks' holds values other than 0 and 1")
+    for name, shape in (("frequencies", (n, k)), ("gate_means", (n, k)),
+                        ("layer_tau", (n, len(layers)))):
+        x = t[name]
+        if not x.is_floating_point() or tuple(x.shape) != shape:
+            raise bad(f"{name!r} must be a float tensor of shape {shape}, got {x.dtype} of shape "
+                      f"{tuple(x.shape)}")
+        if not bool(((x >= 0) & (x <= 1)).all()):  # False for NaN too
+            raise bad(f"{name!r} holds values outside [0, 1] (or NaN)")
+    counts = t["counts"]
+    if counts.is_floating_point() or counts.is_complex() or counts.dtype == torch.bool \
+            or tuple(counts.shape) != (n,):
+        raise bad(f"'counts' must be an integer tensor of shape ({n},), got {counts.dtype} of "
+                  f"shape {tuple(counts.shape)}")
+    if bool((counts < 0).any()):
+        raise bad("'counts' holds negative sample counts")
+    masks = masks.bool()
+    if abs(figures["krr"] - kernel_retention_rate(masks)) > 1e-6:
+        raise bad(f"its 'krr' {figures['krr']} does not match its masks "
+                  f"({kernel_retention_rate(masks)})")
+    return dict(masks=masks, layers=layers, tau=tau, frequencies=t["frequencies"],
+                gate_means=t["gate_means"], counts=t["counts"], layer_tau=t["layer_tau"],
+                classes=list(classes), seconds=dict(seconds), model=dict(model),
+                warnings=list(notes), **figures)
 
 
 class _Relevance(nn.Module):
@@ -152,7 +383,10 @@ def _layer_sizes(model) -> list[tuple[str, int]]:
 @torch.no_grad()
 def collect_kernel_sets(model: nn.Module, data, batch_size: int = 1024, device=None):
     """One eval-mode pass: bool kernel sets [S, K], labels [S] and gate values summed per class."""
+    batch_size = check_batch_size(batch_size)
     x_all, y_all = as_tensors(data)
+    if len(y_all) == 0:
+        raise MwtError("the training data is empty")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     runner = model if is_modular(model) else _Relevance(model)
     num_classes = model_config(model).get("num_classes") or int(y_all.max()) + 1
@@ -179,24 +413,96 @@ def collect_kernel_sets(model: nn.Module, data, batch_size: int = 1024, device=N
     return torch.cat(sets), y_all.cpu(), gate_sums.cpu()
 
 
+def _tau_steps(tau: float) -> list[Fraction]:
+    """tau - 0.05 j for j = 0, 1, ... while positive, exactly (tau read as its shortest decimal)."""
+    exact = Fraction(Decimal(repr(tau)))
+    count = -(-exact // TAU_STEP)  # ceil(tau / 0.05): the number of positive steps
+    return [exact - j * TAU_STEP for j in range(count)]
+
+
 def module_masks(frequencies: torch.Tensor, layer_sizes: list[int], tau: float):
-    """Keep kernel k in module c iff freq[c, k] >= tau, lowering tau per (class, layer) in steps
-    of 0.05 where a layer would keep nothing. Returns (bool masks [N, K], used tau [N, L])."""
+    """Each class's module: kernels whose relevance frequency reaches tau, layer by layer.
+
+    ``frequencies`` [N, K] (in [0, 1]) holds, for class c and kernel k, the share of class-c
+    samples that find k relevant; ``layer_sizes`` splits the K kernels into the gated layers.
+    Returns (bool masks [N, K], the tau each (class, layer) used [N, L], in the dtype of
+    ``frequencies``). For class c and layer l, with best = the layer's highest frequency:
+
+    - the steps are tau - 0.05 j for j = 0, 1, 2, ... while positive, computed exactly (tau is
+      read as the shortest decimal of its float, so 0.9 steps 0.9, 0.85, ..., 0.05);
+    - the layer's tau is the first (largest) step that best reaches; if best reaches none (it is
+      below the smallest positive step), the layer's tau is best itself;
+    - kernel k is kept iff freq[c, k] >= the layer's tau. So the best kernel is always kept and a
+      kernel of frequency 0 never is;
+    - a layer that no class-c sample uses at all (best == 0) keeps exactly its first kernel, so the
+      module still carries a signal there; its tau is recorded as 0.
+
+    "Reaches" compares the frequency with the step rounded to the dtype of ``frequencies``: a
+    frequency computed as count / n (correctly rounded, as :func:`modularize` computes it) that
+    is mathematically equal to or above a step always reaches it (27/30 reaches 0.9 in float32),
+    and one below it never does in float32 while n stays below about 400,000 for a tau that is a
+    multiple of 0.05 (80,000 for a multiple of 0.01); beyond that the two could round together.
+    """
+    tau = check_tau(tau)
+    if not isinstance(frequencies, torch.Tensor) or not frequencies.is_floating_point() \
+            or frequencies.dim() != 2:
+        raise MwtError("frequencies must be a 2-D float tensor [classes, kernels]")
+    if not bool(((frequencies >= 0) & (frequencies <= 1)).all()):
+        raise MwtError("frequencies must lie in [0, 1] (and not be NaN)")
+    sizes = list(layer_sizes)
+    if not sizes or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1
+                        for s in sizes):
+        raise MwtError(f"layer_sizes must be positive kernel counts, got {_short(layer_sizes)}")
+    if sum(sizes) != frequencies.shape[1]:
+        raise MwtError(f"layer_sizes add up to {sum(sizes)} kernels but frequencies has "
+                       f"{frequencies.shape[1]}")
+    steps = torch.tensor([float(s) for s in _tau_steps(tau)], dtype=torch.float64)
+    steps = steps.to(device=frequencies.device, dtype=frequencies.dtype)
+    steps = steps[steps > 0]  # a step below the dtype's resolution would keep everything
     masks, used = [], []
-    for block in torch.split(frequencies, layer_sizes, dim=1):
-        best = block.max(dim=1, keepdim=True).values
-        # The largest tau - 0.05 j (j = 0, 1, ...) that the best kernel of the layer reaches.
-        steps = torch.clamp(torch.ceil((tau - best) / TAU_STEP - 1e-6), min=0)
-        layer_tau = tau - steps * TAU_STEP
-        keep = block >= layer_tau - 1e-9
+    for block in torch.split(frequencies, [int(s) for s in sizes], dim=1):
+        best = block.amax(dim=1)
+        reached = best[:, None] >= steps[None, :]  # [N, steps], decreasing steps
+        if steps.numel():
+            first = reached.to(torch.uint8).argmax(dim=1)  # the first step reached
+            layer_tau = torch.where(reached.any(dim=1), steps[first], best)
+        else:
+            layer_tau = best.clone()
+        keep = block >= layer_tau[:, None]
         # A layer no sample of the class ever uses still needs one kernel to carry a signal.
-        unused = best.squeeze(1) <= 0
-        if unused.any():
+        unused = best <= 0
+        if bool(unused.any()):
             keep[unused] = False
             keep[unused, 0] = True
+            layer_tau[unused] = 0
         masks.append(keep)
-        used.append(layer_tau.squeeze(1))
+        used.append(layer_tau)
     return torch.cat(masks, dim=1), torch.stack(used, dim=1)
+
+
+def _degenerate(sets: torch.Tensor, masks: torch.Tensor, layers: list[tuple[str, int]],
+                names: list[str]) -> list[str]:
+    """One-sentence warnings about gates that make the modules meaningless (none if fine)."""
+    found = []
+    used = [bool(block.any()) for block in torch.split(sets, [k for _, k in layers], dim=1)]
+    if not any(used):
+        found.append("all gates are closed: no training sample uses any kernel, so every module "
+                     "is one arbitrary kernel per layer and its cohesion and coupling mean "
+                     "nothing; check that the model is a trained modular model, or train longer")
+    elif not all(used):
+        closed = [name for (name, _), u in zip(layers, used) if not u]
+        shown = ", ".join(closed[:3]) + (f" and {len(closed) - 3} more" if len(closed) > 3 else "")
+        found.append(f"the gates of layer(s) {shown} are closed for every training sample, so "
+                     "every module keeps one arbitrary kernel there; check that the model is a "
+                     "trained modular model, or train longer")
+    share = masks.double().mean(dim=1)
+    krr = float(share.mean())
+    top = int(share.argmax())
+    if krr >= NEARLY_ALL or float(share[top]) >= NEARLY_ALL:
+        found.append(f"the modules keep nearly every kernel (KRR {krr:.1%}; module {names[top]!r} "
+                     f"keeps {float(share[top]):.1%}), so the model is not modular; train longer "
+                     "or with a larger beta, or check that the model is a trained modular model")
+    return found
 
 
 def modularize(model: nn.Module, train_data, tau: float = 0.9, *, batch_size: int = 1024,
@@ -205,14 +511,25 @@ def modularize(model: nn.Module, train_data, tau: float = 0.9, *, batch_size: in
 
     ``train_data``: the *training* split, as ``(X, y)`` tensors, a Dataset or a DataLoader; it is
     used as given (eval mode, no augmentation). A standard model is modularized the same way with
-    kernel relevance read off its BatchNorm outputs.
+    kernel relevance read off its BatchNorm outputs. Degenerate gates (all closed, or modules that
+    keep nearly every kernel) give a ``UserWarning`` each, also kept in ``ModuleSet.warnings``.
     """
-    if not isinstance(tau, (int, float)) or not 0 < tau <= 1:
-        raise MwtError(f"tau must lie in (0, 1], got {tau}")
+    tau = check_tau(tau)
+    batch_size = check_batch_size(batch_size)
+    if classes is not None:
+        try:
+            names = [] if isinstance(classes, str) else list(classes)
+        except TypeError:
+            names = []
+        if not names or not all(isinstance(c, str) for c in names):
+            raise MwtError(f"classes must be a list of class names, got {_short(classes)}")
+        classes = names
     t0 = time.perf_counter()
     sets, labels, gate_sums = collect_kernel_sets(model, train_data, batch_size, device)
     t_pass = time.perf_counter() - t0
     num_classes = gate_sums.shape[0]
+    if classes is not None and len(classes) != num_classes:
+        raise MwtError(f"{len(classes)} class names given for a model of {num_classes} classes")
     counts = torch.bincount(labels, minlength=num_classes)
     if (counts == 0).any():
         missing = torch.nonzero(counts == 0).flatten().tolist()
@@ -220,18 +537,23 @@ def modularize(model: nn.Module, train_data, tau: float = 0.9, *, batch_size: in
     onehot = F.one_hot(labels, num_classes).float()
     frequencies = (onehot.T @ sets.float()) / counts[:, None]
     layers = _layer_sizes(model)
-    masks, layer_tau = module_masks(frequencies, [k for _, k in layers], float(tau))
+    masks, layer_tau = module_masks(frequencies, [k for _, k in layers], tau)
     t1 = time.perf_counter()
     cohesion = jaccard_cohesion(sets, labels, module_masks=masks)
     coupling = jaccard_coupling(masks)
     seconds = {"pass": t_pass, "metrics": time.perf_counter() - t1,
                "total": time.perf_counter() - t0}
-    names = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
-    return ModuleSet(masks=masks, layers=layers, tau=float(tau), frequencies=frequencies,
+    names = classes if classes is not None else [str(i) for i in range(num_classes)]
+    notes = _degenerate(sets, masks, layers, names)
+    for note in notes:
+        warnings.warn(note, MwtWarning, stacklevel=2)
+    return ModuleSet(masks=masks, layers=layers, tau=tau, frequencies=frequencies,
                      gate_means=gate_sums / counts[:, None], counts=counts, layer_tau=layer_tau,
                      classes=names, cohesion=float(cohesion), coupling=float(coupling),
                      krr=kernel_retention_rate(masks), seconds=seconds,
-                     model={**model_config(model), "modular": is_modular(model)})
+                     model={**model_config(model), "modular": is_modular(model)},
+                     warnings=notes)
 
 
-__all__ = ["ModuleSet", "modularize", "module_masks", "collect_kernel_sets"]
+__all__ = ["ModuleSet", "modularize", "module_masks", "collect_kernel_sets", "module_set_stem",
+           "list_module_sets"]

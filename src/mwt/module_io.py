@@ -7,6 +7,7 @@ from a stranger can never run code.
 """
 
 import importlib.util
+import os
 import warnings
 from pathlib import Path
 
@@ -15,10 +16,20 @@ import torch.nn as nn
 
 from mwt.errors import CheckpointError, MwtError
 from mwt.extract import extract_module
-from mwt.io import read_artifact, save_tensors, write_json
+from mwt.io import (
+    TEMP_PREFIX,
+    check_writable,
+    make_dir,
+    os_error,
+    read_artifact,
+    umask,
+    write_artifact,
+)
 from mwt.reuse import ReusedModule
 
 FORMAT = "mwt-module/1"
+MODULE_FILES = ("module.json", "module.safetensors")
+EXPORT_FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 
 
 def _parts(module: nn.Module):
@@ -39,6 +50,7 @@ def save_module(module: nn.Module, path, input_shape=None, extra: dict | None = 
         raise MwtError("only modules of registered models can be saved as files; for your own "
                        "CNN save module.state_dict() and rebuild it with mwt.extract_module")
     shape = input_shape or getattr(module, "input_shape", None)
+    check_module_out(path)
     description = {
         "format": FORMAT,
         "base": {k: base[k] for k in ("name", "num_classes", "in_channels", "width")},
@@ -47,43 +59,178 @@ def save_module(module: nn.Module, path, input_shape=None, extra: dict | None = 
         "head_classes": head, "input_shape": list(shape) if shape else None,
         "report": _jsonable(getattr(module, "report", {})), **(extra or {}),
     }
+    write_artifact(path, "module", module.state_dict(), description)
+    return Path(path)
+
+
+def check_module_out(path) -> Path:
+    """Refuse, before any work, a directory that already holds a module or is not writable."""
+    if path is None or str(path).strip() == "":
+        raise MwtError("the module directory (--out) must not be empty")
     path = Path(path)
-    save_tensors(path / "module.safetensors", module.state_dict(),
-                 metadata={"format": FORMAT})
-    write_json(path / "module.json", description)
+    if path.exists() and not path.is_dir():
+        raise MwtError(f"{path} is a file, not a module directory")
+    taken = [name for name in MODULE_FILES if (path / name).exists()]
+    if taken:
+        raise MwtError(f"{path} already holds a module ({', '.join(taken)}); choose another "
+                       "--out")
+    _check_creatable(path)
     return path
+
+
+def _check_creatable(path: Path) -> None:
+    """The nearest existing ancestor of ``path`` is a directory we can write in."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise MwtError(f"cannot create {path}: {probe} is a file")
+    check_writable(probe)
 
 
 def _jsonable(report: dict) -> dict:
     return {k: v for k, v in report.items() if k != "history"}
 
 
+def _fail(path, reason: str) -> CheckpointError:
+    return CheckpointError(f"{path} does not hold a consistent module ({reason})")
+
+
+def _int_list(value, name: str, path, low: int, high: int) -> list[int]:
+    if not isinstance(value, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in value):
+        raise _fail(path, f"{name} must be a list of integers")
+    if any(not low <= i < high for i in value):
+        raise _fail(path, f"{name} must lie in {low}..{high - 1}")
+    if len(set(value)) != len(value):
+        raise _fail(path, f"{name} has repeated entries")
+    return value
+
+
+def _base_model(meta: dict, path):
+    """The registered model a module was cut from, built on the meta device (no memory) so that
+    its description can be checked against the weights before anything is allocated."""
+    from mwt.gates import count_gated_kernels
+    from mwt.models import create_model
+
+    base = meta.get("base")
+    if not isinstance(base, dict):
+        raise _fail(path, "base must be an object")
+    name, n, c, w = (base.get(k) for k in ("name", "num_classes", "in_channels", "width"))
+    if (not isinstance(name, str) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                             for v in (n, c))
+            or isinstance(w, bool) or not isinstance(w, (int, float))):
+        raise _fail(path, "base needs a string name, integer num_classes and in_channels and a "
+                          "numeric width")
+    try:
+        with torch.device("meta"):
+            skeleton = create_model(name, n, c, w)
+    except MwtError as exc:
+        raise _fail(path, f"its base model cannot be built: {exc}") from exc
+    return (name, n, c, float(w)), skeleton, count_gated_kernels(skeleton)
+
+
+def _check_fits(state: dict, skeleton: torch.nn.Module, path) -> None:
+    """Every tensor of the module is a slice of the base model's tensor of the same name."""
+    full = skeleton.state_dict()
+    for key, tensor in state.items():
+        ref = full.get(key)
+        if ref is None:
+            continue  # gates, scatter indices and the head are checked by load_state_dict
+        if tensor.dim() != ref.dim() or any(a > b for a, b in zip(tensor.shape, ref.shape)):
+            raise _fail(path, f"tensor {key} of shape {tuple(tensor.shape)} does not fit the "
+                              f"base model's {tuple(ref.shape)}; base.width or base.name is "
+                              "wrong")
+
+
+def _input_shape(meta: dict, in_channels: int, path) -> tuple[int, ...] | None:
+    shape = meta.get("input_shape")
+    if shape is None:
+        return None
+    if (not isinstance(shape, list) or len(shape) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
+            or not all(1 <= v <= 4096 for v in shape)):
+        raise _fail(path, "input_shape must be [C, H, W] of positive integers")
+    if shape[0] != in_channels:
+        raise _fail(path, f"input_shape has {shape[0]} channels but the model takes "
+                          f"{in_channels}")
+    return tuple(shape)
+
+
 def load_module(path) -> nn.Module:
-    """Rebuild a saved module (eval mode) from ``module.json`` and ``module.safetensors``."""
+    """Rebuild a saved module (eval mode) from ``module.json`` and ``module.safetensors``.
+
+    Nothing in the JSON is trusted: the structure is checked against the registered base model
+    (built on the meta device first, so a lying file cannot make us allocate much) and against
+    the weights, and the tensor file against the JSON's SHA-256.
+    """
     from mwt.gates import make_modular
     from mwt.models import create_model
 
     path = Path(path)
     meta, state = read_artifact(path, "module", FORMAT, "module description")
+    (name, n, c, w), skeleton, gated = _base_model(meta, path)
+    total = meta.get("total_kernels")
+    if total != gated or isinstance(total, bool):
+        raise _fail(path, f"total_kernels is {total!r} but its base model has {gated} gated "
+                          "kernels")
+    kernel_ids = _int_list(meta.get("kernels"), "kernels", path, 0, gated)
+    if not kernel_ids:
+        raise _fail(path, "it keeps no kernels")
+    head = meta.get("head_classes")
+    if head is not None:
+        head = _int_list(head, "head_classes", path, 0, n)
+        if len(head) < 2:
+            raise _fail(path, "head_classes needs at least two classes")
+    flags = {k: meta.get(k) for k in ("keep_gates", "fold_gates")}
+    if not all(isinstance(v, bool) for v in flags.values()) or all(flags.values()):
+        raise _fail(path, "keep_gates and fold_gates must be true/false, not both true")
+    shape = _input_shape(meta, c, path)
+    _check_fits(state, skeleton, path)
     try:
-        base = meta["base"]
-        total = int(meta["total_kernels"])
         kernels = torch.zeros(total, dtype=torch.bool)
-        kernels[torch.tensor([int(i) for i in meta["kernels"]], dtype=torch.long)] = True
-        modular = make_modular(create_model(base["name"], int(base["num_classes"]),
-                                            int(base["in_channels"]), float(base["width"])))
-        module = extract_module(modular, kernels, keep_gates=bool(meta["keep_gates"]))
-        module.meta["mwt_module"]["fold_gates"] = bool(meta["fold_gates"])
-        if meta.get("head_classes") is not None:
-            module = ReusedModule(module, int(base["num_classes"]),
-                                  [int(c) for c in meta["head_classes"]])
+        kernels[torch.tensor(kernel_ids, dtype=torch.long)] = True
+        modular = make_modular(create_model(name, n, c, w))
+        module = extract_module(modular, kernels, keep_gates=flags["keep_gates"])
+        module.meta["mwt_module"]["fold_gates"] = flags["fold_gates"]
+        if head is not None:
+            module = ReusedModule(module, n, head)
         module.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError, MwtError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} does not hold a consistent module ({reason})") from exc
-    module.input_shape = tuple(meta["input_shape"]) if meta.get("input_shape") else None
-    module.report = meta.get("report", {})
+        raise _fail(path, reason) from exc
+    if shape is not None:
+        try:
+            with torch.no_grad():
+                module.eval()(torch.zeros((1, *shape)))
+        except RuntimeError as exc:
+            raise _fail(path, f"it does not run on its input_shape {list(shape)}") from exc
+    module.input_shape = shape
+    report = meta.get("report", {})
+    module.report = report if isinstance(report, dict) else {}
     return module.eval()
+
+
+def export_path(module_dir, fmt: str, out=None, force: bool = False) -> Path:
+    """Where ``mwt export module`` writes, checked before any work: never a module's own files,
+    never an existing file without ``force``, never a directory."""
+    if fmt not in EXPORT_FORMATS:
+        raise MwtError(f"unknown export format {fmt!r}; use {' or '.join(EXPORT_FORMATS)}")
+    if out is not None and str(out).strip() == "":
+        raise MwtError("the export file (--out) must not be empty")
+    module_dir = Path(module_dir)
+    path = Path(out) if out is not None else module_dir / f"module{EXPORT_FORMATS[fmt]}"
+    own = {(module_dir / name).resolve() for name in MODULE_FILES}
+    if path.resolve() in own:
+        raise MwtError(f"{path} is one of the module's own files; export to another file")
+    if path.is_dir():
+        raise MwtError(f"{path} is a directory; give --out a file name")
+    if path.exists() and not force:
+        raise MwtError(f"{path} already exists; pass --force to replace it")
+    _check_creatable(path.parent)
+    return path
 
 
 def export_module(module: nn.Module, path, fmt: str = "torchscript", input_shape=None) -> Path:
@@ -94,12 +241,12 @@ def export_module(module: nn.Module, path, fmt: str = "torchscript", input_shape
     example = torch.zeros((1, *shape), device=next(module.parameters()).device)
     module = module.eval()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if fmt not in ("torchscript", "onnx"):
-        raise MwtError(f"unknown export format {fmt!r}; use torchscript or onnx")
+    if fmt not in EXPORT_FORMATS:
+        raise MwtError(f"unknown export format {fmt!r}; use {' or '.join(EXPORT_FORMATS)}")
     if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
         raise MwtError("ONNX export needs the onnx package: pip install 'torch-mwt[export]'")
+    make_dir(path.parent)
+    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}")
     try:
         with warnings.catch_warnings():
             # Both exporters handle these plain graphs; their deprecation notices are noise here.
@@ -111,7 +258,10 @@ def export_module(module: nn.Module, path, fmt: str = "torchscript", input_shape
                 torch.onnx.export(module, (example,), str(tmp), dynamo=False,
                                   input_names=["input"], output_names=["logits"],
                                   dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        os.chmod(tmp, 0o666 & ~umask())
         tmp.replace(path)
+    except OSError as exc:
+        raise os_error(path, exc) from exc
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -4,18 +4,29 @@ The mixed module keeps the union of the target classes' kernels and the original
 a randomly initialised head (ReLU, then Linear N -> M) maps it to the sub-task, and the whole
 sub-model is fine-tuned for a few epochs on the original training samples of those classes. The
 epoch kept is the best one on a validation split carved from those training samples.
+
+A small sub-task gets few batches per epoch, so fine-tuning runs at least ``MIN_FINETUNE_STEPS``
+optimisation steps: when ``epochs`` would give fewer, the number of epochs is raised to
+``ceil(MIN_FINETUNE_STEPS / batches per epoch)`` (the report says how many ran). A module whose
+validation accuracy ends within ``CHANCE_MARGIN`` of chance (1/M) is reported with a warning.
 """
+
+import math
+import warnings
 
 import torch
 import torch.nn as nn
 
 from mwt.data import as_tensors
-from mwt.errors import MwtError
+from mwt.errors import MwtError, MwtWarning
 from mwt.extract import extract_module, kernel_share
 from mwt.gates import count_gated_kernels, model_config
 from mwt.macs import count_macs
 from mwt.modularize import ModuleSet
-from mwt.train import resolve_device, train
+from mwt.train import resolve_augmentation, resolve_device, steps_per_epoch, train
+
+MIN_FINETUNE_STEPS = 100
+CHANCE_MARGIN = 0.05
 
 
 class ReusedModule(nn.Module):
@@ -78,12 +89,16 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
           test_data=None, val_fraction: float = 0.1, keep_gates: bool = False,
           fold_gates: bool = False, lr: float = 0.01, batch_size: int = 128, seed: int = 0,
           device=None, progress: bool = False, verbose: bool = False,
-          hflip: bool | None = None) -> ReusedModule:
+          hflip: bool | None = None, augment=None,
+          min_steps: int = MIN_FINETUNE_STEPS) -> ReusedModule:
     """Build and fine-tune the sub-model for ``classes`` (ids or names); see module docstring.
 
     Returns a ``ReusedModule`` whose ``report`` holds the kernel share, MACs and parameters
     against the full model, and its accuracy before (the module's N-way logits restricted to the
-    target classes) and after fine-tuning, on ``test_data`` when given.
+    target classes) and after fine-tuning, on ``test_data`` when given, and ``warnings``.
+    ``augment`` follows ``mwt.train`` (default: the training data's own augmentation, none for
+    plain tensors); ``hflip=False`` turns flips off. ``min_steps``: the least number of
+    optimisation steps fine-tuning runs (see the module docstring; 0 runs exactly ``epochs``).
     """
     if count_gated_kernels(model) != mods.total_kernels:
         raise MwtError(f"the module set was computed for a different model ({mods.total_kernels} "
@@ -92,8 +107,10 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
     if len(ids) < 2:
         raise MwtError("reuse needs at least two classes (a sub-task with one class has nothing "
                        "to classify)")
-    if epochs < 0:
-        raise MwtError(f"epochs must be >= 0, got {epochs}")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or not 0 <= epochs <= 100_000:
+        raise MwtError(f"fine-tuning epochs must be an integer from 0 to 100000, got {epochs!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
+        raise MwtError(f"batch size must be an integer of at least 2, got {batch_size!r}")
     device = resolve_device(device)
     model = model.to(device).eval()
     kernels = mods.kernels_for(ids)
@@ -109,14 +126,18 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
     test = select_classes(test_data, ids) if test_data is not None else None
     before = {"val": subtask_accuracy(module, val, ids) if len(val[1]) else None,
               "test": subtask_accuracy(module, test, ids) if test is not None else None}
-    if hflip is None:
-        hflip = bool(getattr(train_data, "hflip", True))
-    history = []
+    aug = resolve_augmentation(augment, train_data, x.shape)
+    options = {"crop_padding": aug.crop_padding, "hflip": aug.hflip and hflip is not False}
+    history, ran = [], 0
     if epochs > 0:
-        result = train(sub, fit, val if len(val[1]) else None, epochs=epochs, lr=lr,
-                       batch_size=min(batch_size, len(fit[1])), seed=seed, device=device,
-                       progress=progress, verbose=verbose, restore_best=len(val[1]) > 0,
-                       hflip=hflip)
+        if len(fit[1]) < 2:
+            raise MwtError(f"classes {ids} have only {len(fit[1])} training sample(s) left after "
+                           "the validation split; fine-tuning needs at least 2")
+        batch = min(batch_size, len(fit[1]))
+        ran = max(epochs, math.ceil(min_steps / steps_per_epoch(len(fit[1]), batch)))
+        result = train(sub, fit, val if len(val[1]) else None, epochs=ran, lr=lr,
+                       batch_size=batch, seed=seed, device=device, progress=progress,
+                       verbose=verbose, restore_best=len(val[1]) > 0, **options)
         history = result.history
     sub.eval()
     input_shape = tuple(x.shape[1:])
@@ -134,9 +155,27 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
         "acc_after_finetune": {
             "val": max((r["test_acc"] for r in history), default=None),
             "test": subtask_accuracy(sub, test) if test is not None and epochs else None},
-        "epochs": epochs, "keep_gates": keep_gates, "fold_gates": fold_gates,
-        "history": history,
+        "epochs": ran, "epochs_asked": epochs, "keep_gates": keep_gates,
+        "fold_gates": fold_gates, "history": history,
     }
+    sub.report["warnings"] = _reuse_warnings(sub.report, len(ids))
+    for note in sub.report["warnings"]:
+        warnings.warn(note, MwtWarning, stacklevel=2)
     sub.input_shape = input_shape
     sub.base_config = model_config(model)
     return sub
+
+
+def _reuse_warnings(report: dict, m: int) -> list[str]:
+    """A module no better than guessing must not pass silently."""
+    chance = 1.0 / m
+    acc = report["acc_after_finetune"]["val"]
+    if acc is None:
+        acc, when = report["acc_before_finetune"]["val"], "without fine-tuning"
+    else:
+        when = "after fine-tuning"
+    if acc is not None and acc < chance + CHANCE_MARGIN:
+        return [f"the module's validation accuracy {when} is {acc:.2%}, not clearly better "
+                f"than chance ({chance:.2%}); fine-tune longer (epochs), with another lr, or "
+                "keep or fold the gates"]
+    return []

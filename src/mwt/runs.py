@@ -1,34 +1,88 @@
 """Run directories made by ``mwt train``: their data, their modules and their reuse.
 
-These helpers are what the CLI's ``modularize``, ``reuse`` and ``demo`` commands do; they keep the
-commands thin and let Python users drive the same steps on a run directory.
+These helpers are what the CLI's ``train``, ``modularize``, ``reuse`` and ``demo`` commands do; they
+keep the commands thin and let Python users drive the same steps on a run directory. Each one
+checks everything it will need (options, directories, classes) before any expensive work, and
+holds the lock of the directory it writes into for as long as it works there.
 """
 
+import math
 from pathlib import Path
 
 import torch
 
-from mwt.checkpoint import load_run
+from mwt.checkpoint import WEIGHTS, load_run
 from mwt.data import ImageData, load_dataset
-from mwt.errors import MwtError
+from mwt.errors import CheckpointError, MwtError
 from mwt.gates import make_modular
+from mwt.io import lock_directory
 from mwt.models import create_model
-from mwt.modularize import ModuleSet, modularize
-from mwt.module_io import save_module
+from mwt.modularize import ModuleSet, check_batch_size, check_tau, modularize
+from mwt.module_io import check_module_out, save_module
 from mwt.reuse import ReusedModule, reuse, select_classes, subtask_accuracy
-from mwt.train import default_alpha_beta, resolve_device, train
+from mwt.train import (
+    TrainConfig,
+    check_run_dir,
+    default_alpha_beta,
+    is_run_dir,
+    resolve_device,
+    train,
+)
+
+# The settings `mwt train` saves in config.json ("cli") and `--resume` reads back, with the
+# types they must have there: a hand-edited or damaged config.json is a clear error.
+_NUM = (int, float)
+SETTINGS_TYPES: dict[str, tuple] = {
+    "model": (str,), "dataset": (str,), "width": _NUM, "epochs": (int,), "standard": (bool,),
+    "alpha": (*_NUM, type(None)), "beta": (*_NUM, type(None)), "seed": (int,),
+    "data_dir": (str, type(None)), "download": (bool,), "hflip": (bool,), "augment": (bool,),
+    "lr": _NUM, "weight_decay": _NUM, "batch_size": (int,), "reduction": (str,),
+}
+
+
+def check_settings(settings: dict, where) -> dict:
+    """The saved settings of a run, checked to be the ones `mwt train` writes."""
+    if not isinstance(settings, dict):
+        raise CheckpointError(f"{where} has no usable settings")
+    unknown = sorted(set(settings) - set(SETTINGS_TYPES))
+    if unknown:
+        raise CheckpointError(f"{where} has unknown setting(s): {', '.join(unknown)}")
+    for key, value in settings.items():
+        types = SETTINGS_TYPES[key]
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+            raise CheckpointError(f"{where}: setting {key} has the wrong type "
+                                  f"({type(value).__name__})")
+    for key in ("model", "dataset"):
+        if key not in settings:
+            raise CheckpointError(f"{where} does not name its {key}")
+    return settings
+
+
+def check_options(epochs, alpha, beta, seed, options) -> None:
+    """TrainConfig's checks, run before any data is loaded."""
+    unknown = set(options) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise MwtError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    TrainConfig(epochs=epochs, alpha=0.5 if alpha is None else alpha,
+                beta=1.5 if beta is None else beta, seed=seed, **options).validate()
 
 
 def train_run(out, *, model: str = "vgg16", dataset: str = "demo", width: float = 1.0,
               epochs: int = 200, standard: bool = False, alpha: float | None = None,
               beta: float | None = None, seed: int = 0, data_dir=None, download: bool = False,
               resume: bool = False, device=None, progress: bool = True, verbose: bool = True,
-              hflip: bool = True, **options):
+              hflip: bool = True, augment: bool = True, **options):
     """Train a registered model on a registered dataset into run directory ``out``.
 
-    alpha/beta default to the paper's Table 1 for the model and dataset. ``options`` go to
-    ``mwt.train`` (lr, batch_size, weight_decay, reduction, ...).
+    alpha/beta default to the paper's Table 1 for the model and dataset. The dataset's own
+    augmentation is used unless ``augment=False`` (none) or ``hflip=False`` (no flips).
+    ``options`` go to ``mwt.train`` (lr, batch_size, weight_decay, reduction, ...).
     """
+    check_run_dir(out, resume)
+    check_options(epochs, alpha, beta, seed, options)
+    with torch.device("meta"):  # checks name, width, ... without allocating the model
+        create_model(model, 10, 1, width)
+    device = resolve_device(device)
     train_data = load_dataset(dataset, "train", data_dir, download=download)
     test_data = load_dataset(dataset, "test", data_dir, download=download)
     a_def, b_def = default_alpha_beta(model, dataset)
@@ -40,55 +94,127 @@ def train_run(out, *, model: str = "vgg16", dataset: str = "demo", width: float 
         net = make_modular(net)
     settings = {"model": model, "dataset": dataset, "width": width, "epochs": epochs,
                 "standard": standard, "alpha": alpha, "beta": beta, "seed": seed,
-                "data_dir": data_dir, "download": download, "hflip": hflip, **options}
+                "data_dir": None if data_dir is None else str(data_dir), "download": download,
+                "hflip": hflip, "augment": augment, **options}
     info = {"dataset": train_data.name, "classes": list(train_data.classes),
             "mean": list(train_data.mean), "std": list(train_data.std), "cli": settings}
+    if not augment:
+        options = {**options, "crop_padding": 0, "hflip": False}
+    elif not hflip:
+        options = {**options, "hflip": False}
     return train(net, train_data, test_data, epochs=epochs, alpha=alpha, beta=beta, out=out,
                  resume=resume, device=device, progress=progress, verbose=verbose,
-                 run_info=info, seed=seed, hflip=train_data.hflip and hflip, **options)
+                 run_info=info, seed=seed, **options)
+
+
+def resume_settings(out) -> dict:
+    """The settings a run was started with, from its config.json (for ``--resume``)."""
+    from mwt.io import read_json
+
+    out = Path(out)
+    if not (out / "config.json").exists():
+        raise MwtError(f"nothing to resume: {out} does not exist or holds no run")
+    saved = read_json(out / "config.json").get("cli")
+    if not saved:
+        raise MwtError(f"{out} was not made by `mwt train`; resume it from Python")
+    return dict(check_settings(saved, out / "config.json"))
 
 
 def run_dataset(config: dict, split: str, data_dir=None) -> ImageData:
     """The split of the dataset a run was trained on (``data_dir`` overrides the saved one)."""
     name = config.get("dataset")
-    if not name:
+    if not name or not isinstance(name, str):
         raise MwtError("the run does not name its dataset; it was not made by `mwt train`")
     saved_dir = (config.get("cli") or {}).get("data_dir")
+    if data_dir is None and not isinstance(saved_dir, (str, type(None))):
+        raise CheckpointError("the run's saved data_dir is not a path")
     return load_dataset(name, split, data_dir if data_dir is not None else saved_dir)
+
+
+def _check_run(run_dir) -> Path:
+    if run_dir is None or str(run_dir).strip() == "":
+        raise MwtError("the run directory must not be empty")
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise MwtError(f"{run_dir} is not a directory; give a run directory made by `mwt train`")
+    if not (run_dir / WEIGHTS).is_file():
+        raise MwtError(f"{run_dir} holds no checkpoint ({WEIGHTS}); is it a run directory made "
+                       "by `mwt train`, and has it finished an epoch?")
+    return run_dir
 
 
 def modularize_run(run_dir, tau: float = 0.9, *, data_dir=None, device=None,
                    batch_size: int = 1024) -> ModuleSet:
-    """Modularize a trained run on its training split and save the modules next to it."""
+    """Modularize a trained run on its training split and save the modules next to it.
+
+    Module sets of different tau live side by side (``modules-tau0.90.*``); the run is locked
+    while this works, so a training resume cannot change the weights under it.
+    """
+    run_dir = _check_run(run_dir)
+    tau = check_tau(tau)
+    batch_size = check_batch_size(batch_size)
     device = resolve_device(device)
-    model, config = load_run(run_dir, device)
-    data = run_dataset(config, "train", data_dir)
-    mods = modularize(model, data, tau, batch_size=batch_size, device=device,
-                      classes=config.get("classes"))
-    mods.save(run_dir)
+    with lock_directory(run_dir, "mwt modularize"):
+        model, config = load_run(run_dir, device)
+        data = run_dataset(config, "train", data_dir)
+        mods = modularize(model, data, tau, batch_size=batch_size, device=device,
+                          classes=config.get("classes"))
+        mods.save(run_dir)
     return mods
 
 
-def load_modules(run_dir) -> ModuleSet:
-    if not (Path(run_dir) / "modules.json").exists():
-        raise MwtError(f"{run_dir} has no modules yet; run `mwt modularize {run_dir}` first")
-    return ModuleSet.load(run_dir)
+def load_modules(run_dir, tau: float | None = None) -> ModuleSet:
+    """The module set of ``run_dir`` at ``tau`` (or its only one)."""
+    run_dir = _check_run(run_dir)
+    return ModuleSet.load(run_dir, None if tau is None else check_tau(tau))
 
 
-def reuse_run(run_dir, classes, out=None, *, epochs: int = 5, data_dir=None, device=None,
-              keep_gates: bool = False, fold_gates: bool = False, lr: float = 0.01,
-              seed: int = 0, verbose: bool = True) -> ReusedModule:
-    """Fine-tune the mixed module of ``classes`` from a modularized run; save it to ``out``."""
+def reuse_run(run_dir, classes, out=None, *, tau: float | None = None, epochs: int = 5,
+              data_dir=None, device=None, keep_gates: bool = False, fold_gates: bool = False,
+              lr: float = 0.01, seed: int = 0, verbose: bool = True,
+              compare=None) -> ReusedModule:
+    """Fine-tune the mixed module of ``classes`` from a modularized run; save it to ``out``.
+
+    ``compare``: another run (e.g. the standard model) whose accuracy on the same sub-task is
+    added to the report as ``compare_acc``. Everything is checked before fine-tuning starts.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise MwtError(f"fine-tuning epochs must be an integer >= 0, got {epochs!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) \
+            or lr <= 0:
+        raise MwtError(f"lr must be a positive finite number, got {lr!r}")
+    if out is not None:
+        check_module_out(out)
+    if compare is not None:
+        _check_run(compare)
     device = resolve_device(device)
-    if out is not None and (Path(out) / "module.json").exists():
-        raise MwtError(f"{out} already holds a module; choose another --out")
-    mods = load_modules(run_dir)
+    if out is None:
+        return _reuse_run(run_dir, classes, None, tau, epochs, data_dir, device, keep_gates,
+                          fold_gates, lr, seed, verbose, compare)
+    with lock_directory(out, "mwt reuse"):
+        return _reuse_run(run_dir, classes, out, tau, epochs, data_dir, device, keep_gates,
+                          fold_gates, lr, seed, verbose, compare)
+
+
+def _reuse_run(run_dir, classes, out, tau, epochs, data_dir, device, keep_gates, fold_gates, lr,
+               seed, verbose, compare) -> ReusedModule:
+    mods = load_modules(run_dir, tau)
+    ids = mods.class_ids(classes)
     model, config = load_run(run_dir, device)
     train_data = run_dataset(config, "train", data_dir)
     test_data = run_dataset(config, "test", data_dir)
-    sub = reuse(model, mods, classes, train_data, test_data=test_data, epochs=epochs,
+    if compare is not None:
+        compare_model, compare_config = load_run(compare, device)
+        if compare_config.get("dataset") != config.get("dataset"):
+            raise MwtError(f"{compare} was trained on {compare_config.get('dataset')}, not on "
+                           f"{config.get('dataset')}; compare runs of the same dataset")
+    sub = reuse(model, mods, ids, train_data, test_data=test_data, epochs=epochs,
                 keep_gates=keep_gates, fold_gates=fold_gates, lr=lr, seed=seed, device=device,
                 verbose=verbose)
+    sub.report["tau"] = mods.tau
+    if compare is not None:
+        test = select_classes(test_data, ids)
+        sub.report["compare_acc"] = subtask_accuracy(compare_model, test, ids)
     if out is not None:
         save_module(sub, out, extra={"dataset": config.get("dataset"), "mean": config.get("mean"),
                                      "std": config.get("std")})
@@ -98,6 +224,10 @@ def reuse_run(run_dir, classes, out=None, *, epochs: int = 5, data_dir=None, dev
 def standard_subtask_accuracy(run_dir, classes: list[int], data_dir=None, device=None) -> float:
     """A (standard) model's test accuracy on a sub-task: argmax over the target classes' logits."""
     device = resolve_device(device)
-    model, config = load_run(run_dir, device)
+    model, config = load_run(_check_run(run_dir), device)
     test = select_classes(run_dataset(config, "test", data_dir), classes)
     return subtask_accuracy(model, test, classes)
+
+
+__all__ = ["train_run", "resume_settings", "modularize_run", "load_modules", "reuse_run",
+           "run_dataset", "standard_subtask_accuracy", "is_run_dir"]

@@ -9,6 +9,7 @@ last finished epoch and ends with exactly the weights of an uninterrupted one.
 
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,10 +20,19 @@ from tqdm.auto import tqdm
 
 from mwt.checkpoint import WEIGHTS, load_checkpoint_into, save_checkpoint
 from mwt.data import as_tensors
-from mwt.data.augment import augment
-from mwt.errors import MwtError
+from mwt.data.augment import Augmentation, augment, default_crop_padding
+from mwt.errors import MwtError, MwtWarning
 from mwt.gates import is_modular, kernel_rate, model_config
-from mwt.io import read_json, write_json
+from mwt.io import (
+    LOCK_FILE,
+    TEMP_PREFIX,
+    lock_directory,
+    make_dir,
+    read_json,
+    remove_stale_temps,
+    write_json,
+    write_json_lines,
+)
 from mwt.losses import REDUCTIONS, modular_objective
 
 # Table 1 of the paper: (alpha, beta) per model and dataset; others use DEFAULT_ALPHA_BETA.
@@ -39,9 +49,27 @@ def default_alpha_beta(model: str | None, dataset: str | None) -> tuple[float, f
     return PAPER_ALPHA_BETA.get((str(model).lower(), str(dataset).lower()), DEFAULT_ALPHA_BETA)
 
 
+RUN_FORMAT = "mwt-run/1"
+MAX_SEED = 2**63 - 1
+# A modular run whose kernel rate ends above this has not become modular (gates start open).
+UNMODULAR_KERNEL_RATE = 0.8
+
+
+def _real(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of one run (defaults: the paper's Table 1 and section 4.1)."""
+    """Hyper-parameters of one run (defaults: the paper's Table 1 and section 4.1).
+
+    ``crop_padding`` / ``hflip`` left at None are decided by the data: a registered dataset's
+    own augmentation, none for tensors, Datasets and DataLoaders (see ``train``'s ``augment``).
+    """
 
     epochs: int = 200
     lr: float = 0.05
@@ -52,26 +80,73 @@ class TrainConfig:
     alpha: float = 0.5
     beta: float = 1.5
     reduction: str = "classes"
-    crop_padding: int = 4
-    hflip: bool = True
+    crop_padding: int | None = None
+    hflip: bool | None = None
     seed: int = 0
     eval_batch_size: int = 1024
 
     def validate(self) -> None:
-        if self.epochs < 1:
-            raise MwtError(f"epochs must be at least 1, got {self.epochs}")
-        if not self.lr > 0:
-            raise MwtError(f"lr must be positive, got {self.lr}")
-        if self.batch_size < 2:
-            raise MwtError(f"batch size must be at least 2, got {self.batch_size}")
-        if self.alpha < 0 or self.beta < 0 or not (math.isfinite(self.alpha)
-                                                   and math.isfinite(self.beta)):
-            raise MwtError(f"alpha and beta must be finite and >= 0, got {self.alpha} and "
-                           f"{self.beta}")
+        """One clear error for the first bad field, before any work starts."""
+        if not _int(self.epochs) or not 1 <= self.epochs <= 100_000:
+            raise MwtError(f"epochs must be an integer from 1 to 100000, got {self.epochs!r}")
+        if not _real(self.lr) or not self.lr > 0:
+            raise MwtError(f"lr must be a positive finite number, got {self.lr!r}")
+        if not _real(self.momentum) or not 0 <= self.momentum < 1:
+            raise MwtError(f"momentum must lie in [0, 1), got {self.momentum!r}")
+        if not isinstance(self.nesterov, bool):
+            raise MwtError(f"nesterov must be true or false, got {self.nesterov!r}")
+        if not _real(self.weight_decay) or self.weight_decay < 0:
+            raise MwtError(f"weight decay must be a finite number >= 0, got "
+                           f"{self.weight_decay!r}")
+        if not _int(self.batch_size) or self.batch_size < 2:
+            raise MwtError(f"batch size must be an integer of at least 2, got "
+                           f"{self.batch_size!r}")
+        if not _int(self.eval_batch_size) or self.eval_batch_size < 1:
+            raise MwtError(f"eval batch size must be a positive integer, got "
+                           f"{self.eval_batch_size!r}")
+        if not (_real(self.alpha) and _real(self.beta)) or self.alpha < 0 or self.beta < 0:
+            raise MwtError(f"alpha and beta must be finite and >= 0, got {self.alpha!r} and "
+                           f"{self.beta!r}")
         if self.reduction not in REDUCTIONS:
             raise MwtError(f"reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
-        if self.crop_padding < 0:
-            raise MwtError(f"crop padding must be >= 0, got {self.crop_padding}")
+        if self.crop_padding is not None and (not _int(self.crop_padding)
+                                              or not 0 <= self.crop_padding <= 64):
+            raise MwtError(f"crop padding must be an integer from 0 to 64, got "
+                           f"{self.crop_padding!r}")
+        if self.hflip is not None and not isinstance(self.hflip, bool):
+            raise MwtError(f"hflip must be true or false, got {self.hflip!r}")
+        if not _int(self.seed) or not 0 <= self.seed <= MAX_SEED:
+            raise MwtError(f"seed must be an integer from 0 to 2**63 - 1, got {self.seed!r}")
+
+
+def resolve_augmentation(augment, data, image_shape) -> Augmentation:
+    """The training augmentation for ``data``.
+
+    ``augment=None``: the data's own (a registered dataset's ``ImageData.augmentation``; none
+    for tensors, Datasets and DataLoaders, whose size and meaning we cannot know).
+    ``True``: random crop with padding scaled to the image side (4 px at 32x32) and flips.
+    ``False``: none. An ``Augmentation`` (or a dict of its fields) is used as given, a crop
+    padding of None in it meaning the scaled default.
+    """
+    h, w = int(image_shape[-2]), int(image_shape[-1])
+    if augment is None:
+        return getattr(data, "augmentation", None) or Augmentation()
+    if augment is True:
+        return Augmentation(crop_padding=default_crop_padding(h, w), hflip=True)
+    if augment is False:
+        return Augmentation()
+    if isinstance(augment, dict):
+        unknown = set(augment) - {"crop_padding", "hflip"}
+        if unknown:
+            raise MwtError(f"unknown augmentation option(s): {', '.join(sorted(unknown))}; "
+                           "use crop_padding and hflip")
+        pad = augment.get("crop_padding")
+        augment = Augmentation(crop_padding=default_crop_padding(h, w) if pad is None else pad,
+                               hflip=augment.get("hflip", False))
+    if not isinstance(augment, Augmentation):
+        raise MwtError(f"augment must be None, True, False, an Augmentation or a dict, got "
+                       f"{type(augment).__name__}")
+    return augment
 
 
 @dataclass
@@ -79,6 +154,7 @@ class TrainResult:
     model: nn.Module
     history: list[dict] = field(default_factory=list)
     out: Path | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def final(self) -> dict:
@@ -169,6 +245,12 @@ def evaluate(model: nn.Module, data, config: TrainConfig | None = None,
 def _check_data(x: torch.Tensor, y: torch.Tensor, model: nn.Module, what: str) -> None:
     if len(y) == 0:
         raise MwtError(f"{what} data is empty")
+    if what == "training" and len(y) < 2:
+        raise MwtError("training needs at least 2 samples (BatchNorm needs 2 per batch)")
+    in_channels = model_config(model).get("in_channels")
+    if in_channels is not None and x.shape[1] != in_channels:
+        raise MwtError(f"{what} images have {x.shape[1]} channels but the model takes "
+                       f"{in_channels}")
     num_classes = model_config(model).get("num_classes")
     if num_classes is not None and int(y.max()) >= num_classes:
         raise MwtError(f"{what} data has label {int(y.max())} but the model has only "
@@ -180,7 +262,8 @@ def _check_data(x: torch.Tensor, y: torch.Tensor, model: nn.Module, what: str) -
 def train(model: nn.Module, train_data, test_data=None, *, epochs: int = 200,
           alpha: float | None = None, beta: float | None = None, out=None, resume: bool = False,
           device: torch.device | str | None = None, progress: bool = True, verbose: bool = True,
-          run_info: dict | None = None, restore_best: bool = False, **options) -> TrainResult:
+          run_info: dict | None = None, restore_best: bool = False, augment=None,
+          **options) -> TrainResult:
     """Train ``model`` in place: modular training if it has gates, standard training otherwise.
 
     ``train_data`` / ``test_data``: an ``(X, y)`` pair of tensors, a torch Dataset or a DataLoader.
@@ -189,7 +272,13 @@ def train(model: nn.Module, train_data, test_data=None, *, epochs: int = 200,
     ``progress`` shows a progress bar per epoch, ``verbose`` prints one summary line per epoch.
     ``restore_best``: end with the weights of the epoch with the best ``test_data`` accuracy;
     pass a validation split (never the test set) as ``test_data`` for this.
+    ``augment``: None (default) uses the data's own augmentation, which only registered datasets
+    have (``mwt.load_dataset``: crop + flip for CIFAR and Fashion-MNIST, crop only for SVHN);
+    tensors, Datasets and DataLoaders are not augmented. ``True`` asks for a random crop padded
+    by 1/8 of the image side plus flips, ``False`` for none, ``Augmentation(crop_padding, hflip)``
+    for exactly that. ``crop_padding=`` / ``hflip=`` options override either part.
     ``options``: any other ``TrainConfig`` field (lr, batch_size, seed, reduction, ...).
+    The run directory ``out`` is locked for the whole call: a second process gets a clear error.
     """
     unknown = set(options) - set(TrainConfig.__dataclass_fields__)
     if unknown:
@@ -199,7 +288,9 @@ def train(model: nn.Module, train_data, test_data=None, *, epochs: int = 200,
                          beta=b_def if beta is None else beta, **options)
     config.validate()
     device = resolve_device(device)
-    modular = is_modular(model)
+    if restore_best and test_data is None:
+        raise MwtError("restore_best needs validation data passed as test_data")
+    out = check_run_dir(out, resume) if out is not None else None
 
     x_train, y_train = as_tensors(train_data)
     _check_data(x_train, y_train, model, "training")
@@ -207,24 +298,46 @@ def train(model: nn.Module, train_data, test_data=None, *, epochs: int = 200,
     if test_data is not None:
         test = as_tensors(test_data)
         _check_data(*test, model, "test")
+    aug = resolve_augmentation(augment, train_data, x_train.shape)
+    if config.crop_padding is None:
+        config.crop_padding = int(aug.crop_padding)
+    if config.hflip is None:
+        config.hflip = bool(aug.hflip)
+    config.validate()
+    if out is None:
+        return _train(model, config, x_train, y_train, test, device, None, resume, progress,
+                      verbose, run_info, restore_best)
+    with lock_directory(out, "mwt train"):
+        return _train(model, config, x_train, y_train, test, device, out, resume, progress,
+                      verbose, run_info, restore_best)
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Batches per epoch: every full batch, plus the last partial one when it holds at least
+    half a batch (a smaller remainder is seen in other epochs, as every epoch reshuffles).
+    The only batch of a small data set is never dropped."""
+    full, rest = divmod(n, batch_size)
+    return max(1, full + (1 if 2 * rest >= batch_size and rest >= 2 else 0))
+
+
+def _train(model, config: TrainConfig, x_train, y_train, test, device, out, resume, progress,
+           verbose, run_info, restore_best) -> TrainResult:
+    modular = is_modular(model)
     x_train, y_train = x_train.to(device), y_train.to(device)
     model.to(device)
 
     params = list(model.parameters())
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                 nesterov=config.nesterov, weight_decay=config.weight_decay)
-    run_config = {"train": asdict(config), "model": model_config(model), "modular": modular,
-                  **(run_info or {})}
+    run_config = {"format": RUN_FORMAT, "train": asdict(config), "model": model_config(model),
+                  "modular": modular, **(run_info or {})}
     history: list[dict] = []
     start_epoch = 0
-    out = Path(out) if out is not None else None
     if out is not None:
         start_epoch, history = _prepare_run_dir(out, run_config, resume, model, optimizer, device)
 
     n = len(y_train)
-    steps = max(1, n // config.batch_size)  # drop the last partial batch, as a DataLoader would
-    if restore_best and test is None:
-        raise MwtError("restore_best needs validation data passed as test_data")
+    steps = steps_per_epoch(n, config.batch_size)
     best_acc, best_state = -1.0, None
     generator = torch.Generator(device=device)
     for epoch in range(start_epoch, config.epochs):
@@ -271,7 +384,22 @@ def train(model: nn.Module, train_data, test_data=None, *, epochs: int = 200,
             save_checkpoint(out, model, optimizer, epoch + 1, run_config, history)
     if best_state is not None:
         model.load_state_dict(best_state)
-    return TrainResult(model=model, history=history, out=out)
+    notes = _run_warnings(history, modular)
+    for note in notes:
+        warnings.warn(note, MwtWarning, stacklevel=3)
+    return TrainResult(model=model, history=history, out=out, warnings=notes)
+
+
+def _run_warnings(history: list[dict], modular: bool) -> list[str]:
+    """What a user should know about a finished run."""
+    rate = history[-1].get("train_kernel_rate") if history else None
+    if modular and rate is not None and rate > UNMODULAR_KERNEL_RATE:
+        epochs = history[-1]["epoch"]
+        return [f"the kernel rate is still {rate:.2f} after {epochs} epoch"
+                f"{'s' if epochs > 1 else ''}: the "
+                "model has not become modular (its gates are still open); train more epochs or "
+                "raise beta (the coupling weight)"]
+    return []
 
 
 def _postfix(stats: dict) -> dict:
@@ -291,26 +419,74 @@ def _summary(record: dict) -> str:
     return " | ".join(parts)
 
 
-def _prepare_run_dir(out: Path, run_config: dict, resume: bool, model, optimizer, device):
-    """Create or reopen a run directory; never overwrite a finished or interrupted run silently."""
-    config_path = out / "config.json"
-    ckpt_exists = (out / WEIGHTS).exists()  # the safetensors file is the source of truth
+def is_run_dir(path) -> bool:
+    """Whether ``path`` holds a run of ours (a config.json written by ``mwt.train``)."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        saved = read_json(config)
+    except MwtError:
+        return False
+    # Runs from before the format tag carry both of these keys.
+    return saved.get("format") == RUN_FORMAT or ("train" in saved and "model" in saved)
+
+
+def _foreign_entries(out: Path) -> list[str]:
+    """What is in ``out`` besides our lock file and our temporary files."""
+    return sorted(p.name for p in out.iterdir()
+                  if p.name != LOCK_FILE and not p.name.startswith(TEMP_PREFIX))
+
+
+def check_run_dir(out, resume: bool) -> Path:
+    """Refuse, before any work, an --out that is not a directory we may train into."""
+    if out is None or str(out).strip() == "":
+        raise MwtError("the run directory (--out) must not be empty")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise MwtError(f"{out} is a file, not a run directory")
     if resume:
-        if not ckpt_exists:
-            raise MwtError(f"nothing to resume: {out} has no checkpoint")
+        if not is_run_dir(out):
+            raise MwtError(f"nothing to resume: {out} holds no run (no config.json of mwt "
+                           "train)")
+        return out
+    if out.is_dir():
+        if is_run_dir(out):
+            raise MwtError(f"{out} already holds a run; pass --resume to continue it or choose "
+                           "another --out")
+        foreign = _foreign_entries(out)
+        if foreign:
+            raise MwtError(f"{out} is not empty ({', '.join(foreign[:3])}"
+                           f"{', ...' if len(foreign) > 3 else ''}) and holds no run; choose an "
+                           "empty or new directory for --out")
+    return out
+
+
+def _prepare_run_dir(out: Path, run_config: dict, resume: bool, model, optimizer, device):
+    """Create or reopen a run directory (under its lock); never overwrite a run silently.
+
+    Resuming a run that died before its first checkpoint restarts it from epoch 0 with the saved
+    config; temporary files of a killed write are removed.
+    """
+    check_run_dir(out, resume)  # again, now that we hold the lock
+    make_dir(out)
+    remove_stale_temps(out)
+    config_path = out / "config.json"
+    if resume:
         _check_same_run(read_json(config_path), run_config, out)
         write_json(config_path, run_config)  # the number of epochs may have been extended
-        return load_checkpoint_into(out, model, optimizer, device)
-    if ckpt_exists or config_path.exists():
-        raise MwtError(f"{out} already holds a run; pass --resume to continue it or choose "
-                       "another --out")
-    out.mkdir(parents=True, exist_ok=True)
+        if (out / WEIGHTS).exists():  # the safetensors file is the source of truth
+            return load_checkpoint_into(out, model, optimizer, device)
+        write_json_lines(out / "metrics.jsonl", [])  # died in its first epoch: start again
+        return 0, []
     write_json(config_path, run_config)
-    (out / "metrics.jsonl").touch()
+    write_json_lines(out / "metrics.jsonl", [])
     return 0, []
 
 
 def _check_same_run(saved: dict, current: dict, out: Path) -> None:
+    if not isinstance(saved.get("train", {}), dict):
+        raise MwtError(f"cannot resume {out}: its config.json is damaged (train is not an object)")
     fixed = ("model", "modular")
     for key in fixed:
         if saved.get(key) != current.get(key):

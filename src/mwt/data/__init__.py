@@ -6,6 +6,7 @@
 (torch.Size([6000, 1, 28, 28]), 10)
 """
 
+from mwt.data.augment import Augmentation, default_crop_padding
 from mwt.data.registry import (
     DATASETS,
     ImageData,
@@ -16,9 +17,11 @@ from mwt.data.registry import (
 )
 
 __all__ = [
+    "Augmentation",
     "DATASETS",
     "ImageData",
     "as_tensors",
+    "default_crop_padding",
     "list_datasets",
     "load_dataset",
     "register_dataset",

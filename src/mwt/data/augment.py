@@ -10,12 +10,58 @@ CUDA batch) -- torch cannot draw numbers for one device from another device's ge
 
 from __future__ import annotations
 
+import operator
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from mwt.errors import MwtError
 
-__all__ = ["random_crop", "random_hflip", "augment"]
+__all__ = ["Augmentation", "default_crop_padding", "random_crop", "random_hflip", "augment"]
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """What training augmentation suits a dataset: random crop with zero padding, horizontal flip.
+
+    ``crop_padding`` pixels of zero padding before a random crop back to the image size (0: no
+    crop); ``hflip`` whether mirroring left-right keeps an image's class (False for digits).
+    """
+
+    crop_padding: int = 0
+    hflip: bool = False
+
+    def __post_init__(self) -> None:
+        pad = self.crop_padding
+        try:
+            if isinstance(pad, bool):
+                raise TypeError
+            pad = operator.index(pad)
+        except TypeError:
+            pad = -1
+        if pad < 0:
+            raise MwtError(f"Augmentation crop_padding must be an integer >= 0, got "
+                           f"{self.crop_padding!r}.")
+        if not isinstance(self.hflip, bool | np.bool_):
+            raise MwtError(f"Augmentation hflip must be True or False, got {self.hflip!r}.")
+        object.__setattr__(self, "crop_padding", pad)
+        object.__setattr__(self, "hflip", bool(self.hflip))
+
+    @property
+    def enabled(self) -> bool:
+        """Whether this augmentation changes anything."""
+        return self.crop_padding > 0 or self.hflip
+
+
+def default_crop_padding(height: int, width: int) -> int:
+    """Crop padding for images of ``height`` x ``width``: the paper's 4 pixels on 32x32 images,
+    scaled with the image side (1/8 of the smaller side, rounded, at least 1)."""
+    side = min(int(height), int(width))
+    if side <= 0:
+        raise MwtError(f"default_crop_padding needs a positive image size, got {height}x{width}.")
+    return max(1, int(side / 8 + 0.5))
 
 
 def _check(x: torch.Tensor, generator: torch.Generator | None, what: str) -> None:

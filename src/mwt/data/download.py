@@ -1,76 +1,133 @@
 """Download the official dataset files with urllib (no third-party client).
 
-Each file is streamed into a temporary file in the destination directory, its MD5 checked
-against the official value where one is known, and only then moved into place with
+Each file is streamed into a temporary file in the destination directory; its size and SHA-256
+(and MD5) are checked against the official values, and only then is it moved into place with
 ``os.replace`` -- an interrupted or corrupted download never leaves a partial file under the
-real name.  Archives (CIFAR) are extracted member by member into a temporary directory, refusing
-absolute paths, ``..`` components, links and device files, and the result is moved into place.
+real name.  Archives (CIFAR) are downloaded under a temporary name and extracted member by member
+into a temporary directory, refusing absolute paths, ``..`` components, links and device files;
+only the dataset's own folder is then moved into place, and never over an existing one: torch-mwt
+does not delete a directory it did not create.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import os
 import shutil
 import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 from mwt.errors import MwtError
 
-__all__ = ["download", "cache_dir", "SOURCES", "safe_extract"]
+__all__ = ["download", "cache_dir", "SOURCES", "OfficialFile", "safe_extract"]
 
-_FMNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+
+class OfficialFile(NamedTuple):
+    """One official file of a dataset: its name and what a good copy must look like."""
+
+    name: str
+    sha256: str | None
+    size: int | None = None
+    md5: str | None = None
+
+
+# Where the checksums come from (no value here is computed by us):
+# * Fashion-MNIST: sizes and SHA-256 from tensorflow/datasets
+#   ``tensorflow_datasets/url_checksums/fashion_mnist.txt`` (the same SHA-256 are pinned in
+#   keras ``keras/src/datasets/fashion_mnist.py``); MD5 from the zalandoresearch/fashion-mnist
+#   README.
+# * CIFAR-10 / CIFAR-100 python archives: SHA-256 from keras ``keras/src/datasets/cifar10.py``
+#   and ``cifar100.py`` (also torchvision's prototype ``datasets/_builtin/cifar.py``); MD5 from
+#   https://www.cs.toronto.edu/~kriz/cifar.html; sizes as the server reports them.
+# * SVHN cropped digits: sizes and SHA-256 from tensorflow/datasets
+#   ``tensorflow_datasets/url_checksums/svhn_cropped.txt`` (also torchvision's prototype
+#   ``datasets/_builtin/svhn.py``); MD5 from torchvision ``datasets/svhn.py``.
+#
+# URLs: Fashion-MNIST's bucket is served over https by its S3 REST endpoint (the website
+# endpoint in the README is http-only), with the website endpoint as a fallback; CIFAR is https;
+# SVHN's official server is only documented over http -- the pinned SHA-256 guards its content.
+_FMNIST_URLS = ("https://fashion-mnist.s3.eu-central-1.amazonaws.com/",
+                "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/")
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/"
 _SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
 
-# name -> base URL, per-split list of (file name, official md5 or None), archive handling.
+_FMNIST_FILES = {
+    "train": [
+        OfficialFile("train-images-idx3-ubyte.gz",
+                     "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+                     26421880, "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+        OfficialFile("train-labels-idx1-ubyte.gz",
+                     "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+                     29515, "25c81989df183df01b3e8a0aad5dffbe"),
+    ],
+    "test": [
+        OfficialFile("t10k-images-idx3-ubyte.gz",
+                     "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+                     4422102, "bef4ecab320f06d8554ea6380940ec79"),
+        OfficialFile("t10k-labels-idx1-ubyte.gz",
+                     "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+                     5148, "bb300cfdad3c16e7a12a480ee83cd310"),
+    ],
+}
+_CIFAR10_FILE = OfficialFile("cifar-10-python.tar.gz",
+                             "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+                             170498071, "c58f30108f718f92721af3b95e74349a")
+_CIFAR100_FILE = OfficialFile("cifar-100-python.tar.gz",
+                              "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
+                              169001437, "eb9058c3a382ffc7106e4002c42a8d85")
+
+# name -> base URL (then fallback URLs, tried only when the previous server cannot be reached),
+# per-split list of official files, and the folder an archive must hold (None: no archive).
 SOURCES: dict[str, dict] = {
     "fashion-mnist": {
-        "base_url": _FMNIST_URL,
-        "files": {
-            "train": [
-                ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-                ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
-            ],
-            "test": [
-                ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
-                ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
-            ],
-        },
+        "base_url": _FMNIST_URLS[0],
+        "fallback_urls": list(_FMNIST_URLS[1:]),
+        "files": _FMNIST_FILES,
         "extract_to": None,
     },
     "cifar10": {
         "base_url": _CIFAR_URL,
-        "files": {
-            "train": [("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a")],
-            "test": [("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a")],
-        },
+        "files": {"train": [_CIFAR10_FILE], "test": [_CIFAR10_FILE]},
         "extract_to": "cifar-10-batches-py",
     },
     "cifar100": {
         "base_url": _CIFAR_URL,
-        "files": {
-            "train": [("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85")],
-            "test": [("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85")],
-        },
+        "files": {"train": [_CIFAR100_FILE], "test": [_CIFAR100_FILE]},
         "extract_to": "cifar-100-python",
     },
     "svhn": {
         "base_url": _SVHN_URL,
         "files": {
-            "train": [("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373")],
-            "test": [("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3")],
+            "train": [OfficialFile(
+                "train_32x32.mat",
+                "435e94d69a87fde4fd4d7f3dd208dfc32cb6ae8af2240d066de1df7508d083b8",
+                182040794, "e26dedcc434d2e4c54c9b2d4a06d8373")],
+            "test": [OfficialFile(
+                "test_32x32.mat",
+                "cdce80dfb2a2c4c6160906d0bd7c68ec5a99d7ca4831afa54f09182025b6a75b",
+                64275384, "eb5a983be6a315427106f1b164d9cef3")],
         },
         "extract_to": None,
     },
 }
 
 _CHUNK = 1 << 20
+
+
+class _Unreachable(MwtError):
+    """The server could not be reached or broke off (a fallback URL may still work)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def cache_dir(name: str) -> Path:
@@ -85,12 +142,29 @@ def _md5_new():
         return hashlib.md5()
 
 
-def _fetch(url: str, dest: Path, md5: str | None, progress: bool, timeout: float) -> None:
-    """Stream ``url`` to ``dest`` atomically, checking ``md5`` when given."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+def _official(entry) -> OfficialFile:
+    """An :class:`OfficialFile` from a SOURCES entry; ``(name, digest)`` pairs are accepted too
+    (a 32-digit digest is an MD5, a 64-digit one a SHA-256)."""
+    if isinstance(entry, OfficialFile):
+        return entry
+    name, digest = entry
+    if digest is not None and len(digest) == 32:
+        return OfficialFile(name, None, None, digest)
+    return OfficialFile(name, digest)
+
+
+def _fetch(url: str, dest: Path, official: OfficialFile | None, progress: bool, timeout: float,
+           label: str | None = None) -> None:
+    """Stream ``url`` to ``dest`` atomically; refuse it unless it matches ``official``."""
+    label = label or dest.name
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{label}.", suffix=".part", dir=dest.parent)
+    except OSError as exc:
+        raise MwtError(f"Cannot write into the download directory {dest.parent} "
+                       f"({exc.strerror or exc}); pass another data dir.") from exc
     tmp = Path(tmp_name)
     try:
-        digest = _md5_new()
+        sha256, md5 = hashlib.sha256(), _md5_new()
         received = 0
         request = urllib.request.Request(url, headers={"User-Agent": "torch-mwt"})
         try:
@@ -103,41 +177,73 @@ def _fetch(url: str, dest: Path, md5: str | None, progress: bool, timeout: float
                 if progress:
                     from tqdm import tqdm
 
-                    bar = tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
+                    bar = tqdm(total=total, unit="B", unit_scale=True, desc=label,
                                disable=None, leave=False)
                 try:
                     while chunk := resp.read(_CHUNK):
                         out.write(chunk)
-                        digest.update(chunk)
+                        sha256.update(chunk)
+                        md5.update(chunk)
                         received += len(chunk)
                         if bar is not None:
                             bar.update(len(chunk))
                 finally:
                     if bar is not None:
                         bar.close()
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", None) or exc
-            raise MwtError(
+            if isinstance(exc, http.client.IncompleteRead):
+                reason = "the connection closed before the whole file arrived"
+            raise _Unreachable(
                 f"Could not download {url} ({reason}); check the network, or fetch the file by "
-                f"hand into {dest.parent}."
+                f"hand into {dest.parent}.", f"{url}: {reason}"
             ) from exc
         if total is not None and received != total:
-            raise MwtError(
+            raise _Unreachable(
                 f"Download of {url} stopped after {received} of {total} bytes, so nothing was "
-                "kept; try again."
+                "kept; try again.", f"{url}: stopped after {received} of {total} bytes"
             )
-        if md5 is not None and digest.hexdigest() != md5:
-            raise MwtError(
-                f"Downloaded {url} has MD5 {digest.hexdigest()} instead of the official {md5}, "
-                "so it was corrupted in transit or changed on the server and was not kept; "
-                "try again."
-            )
+        _verify(url, official, received, sha256.hexdigest(), md5.hexdigest())
         os.replace(tmp, dest)
     finally:
         if fd >= 0:
             os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _verify(url: str, official: OfficialFile | None, size: int, sha256: str, md5: str) -> None:
+    if official is None:
+        return
+    why = ("so it was corrupted in transit or changed on the server and was not kept; try again "
+           "(or pass verify=False for a mirror that serves other bytes).")
+    if official.size is not None and size != official.size:
+        raise MwtError(f"Downloaded {url} is {size} bytes instead of the official "
+                       f"{official.size}, {why}")
+    if official.sha256 is not None and sha256 != official.sha256.lower():
+        raise MwtError(f"Downloaded {url} has SHA-256 {sha256} instead of the official "
+                       f"{official.sha256}, {why}")
+    if official.md5 is not None and md5 != official.md5.lower():
+        raise MwtError(f"Downloaded {url} has MD5 {md5} instead of the official {official.md5}, "
+                       f"{why}")
+
+
+def _fetch_any(bases: list[str], official: OfficialFile, dest: Path, verify: bool,
+               progress: bool, timeout: float, label: str) -> None:
+    """Fetch ``official`` from the first of ``bases`` that answers (each one is verified)."""
+    failures: list[_Unreachable] = []
+    for base in bases:
+        try:
+            _fetch(base + official.name, dest, official if verify else None, progress, timeout,
+                   label)
+            return
+        except _Unreachable as exc:
+            failures.append(exc)
+    if len(failures) == 1:
+        raise failures[0]
+    reasons = "; ".join(f.reason for f in failures)
+    raise MwtError(f"Could not download {official.name} from any server ({reasons}); check the "
+                   f"network, or fetch the file by hand into {dest.parent}.") from failures[-1]
 
 
 def _safe_member_path(member: tarfile.TarInfo, archive: Path) -> PurePosixPath:
@@ -159,21 +265,47 @@ def _safe_member_path(member: tarfile.TarInfo, archive: Path) -> PurePosixPath:
     return path
 
 
-def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> list[Path]:
+def _occupied(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _already_there(path: Path) -> MwtError:
+    return MwtError(f"{path} already exists, and torch-mwt never deletes what it did not create; "
+                    "move or delete it yourself, then extract or download again.")
+
+
+def safe_extract(archive: str | os.PathLike, target: str | os.PathLike,
+                 expected: str | None = None) -> list[Path]:
     """Extract a tar archive into ``target`` safely; returns the top-level entries created.
 
-    Members are written one by one (regular files and directories only, no absolute paths, no
-    ``..``) into a temporary directory beside ``target``; only when the whole archive was read
-    are the top-level entries moved into ``target`` (replacing same-named ones).
+    Members are checked (regular files and directories only, no absolute paths, no ``..``) and
+    written one by one into a temporary directory beside ``target``; only when the whole archive
+    was read are the results moved into ``target``.  With ``expected`` (e.g.
+    ``"cifar-10-batches-py"``) only that top-level entry is extracted and moved, and the archive
+    must contain it; without it every top-level entry is.  Nothing already in ``target`` is ever
+    replaced or deleted: if a destination exists, :class:`~mwt.errors.MwtError` is raised and
+    ``target`` is left as it was.
     """
     archive, target = Path(archive), Path(target)
-    target.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=target))
+    if expected is not None and (not expected or expected in (".", "..")
+                                 or "/" in expected or "\\" in expected):
+        raise MwtError(f"safe_extract expected must be a plain file or folder name, got "
+                       f"{expected!r}.")
+    if expected is not None and _occupied(target / expected):
+        raise _already_there(target / expected)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=target))
+    except OSError as exc:
+        raise MwtError(f"Cannot extract into {target} ({exc.strerror or exc}); pass another "
+                       "directory.") from exc
     try:
         try:
             with tarfile.open(archive, "r:*") as tf:
                 for member in tf:
-                    rel = _safe_member_path(member, archive)
+                    rel = _safe_member_path(member, archive)  # every member is checked
+                    if expected is not None and rel.parts[0] != expected:
+                        continue
                     dest = staging.joinpath(*rel.parts)
                     if member.isdir():
                         dest.mkdir(parents=True, exist_ok=True)
@@ -184,17 +316,29 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> list[
                         continue
                     with src, open(dest, "wb") as out:
                         shutil.copyfileobj(src, out, _CHUNK)
-        except (tarfile.TarError, EOFError, OSError) as exc:
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
             raise MwtError(f"Could not extract {archive} ({exc}); delete it and download it "
                            "again.") from exc
+        if expected is not None:
+            if not _occupied(staging / expected):
+                raise MwtError(f"{archive} does not contain {expected}, so it is not the "
+                               "expected archive; delete it and download it again.")
+            entries = [staging / expected]
+        else:
+            entries = sorted(staging.iterdir())
+        for entry in entries:  # check them all before moving any
+            if _occupied(target / entry.name):
+                raise _already_there(target / entry.name)
         created = []
-        for entry in sorted(staging.iterdir()):
+        for entry in entries:
             final = target / entry.name
-            if final.is_dir() and not final.is_symlink():
-                shutil.rmtree(final)
-            elif final.exists() or final.is_symlink():
-                final.unlink()
-            os.replace(entry, final)
+            if _occupied(final):  # appeared meanwhile
+                raise _already_there(final)
+            try:
+                os.rename(entry, final)
+            except OSError as exc:
+                raise MwtError(f"Could not move the extracted {entry.name} to {final} "
+                               f"({exc.strerror or exc}).") from exc
             created.append(final)
         return created
     finally:
@@ -215,9 +359,10 @@ def download(
     name: str,
     data_dir: str | os.PathLike | None = None,
     *,
-    splits: Iterable[str] | None = None,
+    splits: str | Iterable[str] | None = None,
     base_url: str | None = None,
-    check_md5: bool = True,
+    verify: bool | None = None,
+    check_md5: bool | None = None,
     force: bool = False,
     progress: bool = True,
     timeout: float = 60.0,
@@ -225,12 +370,19 @@ def download(
     """Download the official files of dataset ``name`` into ``data_dir``; returns that directory.
 
     ``data_dir`` defaults to ``~/.cache/mwt/<name>``.  ``splits`` limits the files to those
-    splits (default: all).  ``base_url`` replaces the official server (the file names are
-    appended to it), ``check_md5=False`` skips the MD5 comparison (for mirrors serving other
-    bytes), ``force`` re-downloads files already present.  CIFAR archives are extracted safely
-    and then deleted.  Raises :class:`~mwt.errors.MwtError` on any failure, leaving no partial
-    file behind.
+    splits (a name or a list; default: all).  ``base_url`` replaces the official server (the file
+    names are appended to it).  Every file's size, SHA-256 and MD5 are compared with the official
+    values and a file that differs is refused; ``verify=False`` skips that (for mirrors serving
+    other bytes; ``check_md5`` is the older name of ``verify``).  ``force`` re-downloads files
+    already present; an archive's folder (``cifar-10-batches-py``) is never deleted, so with
+    ``force`` an existing one is an error.  CIFAR archives are extracted safely and then
+    deleted.  Raises :class:`~mwt.errors.MwtError` on any failure, leaving no partial file
+    behind.
     """
+    if verify is not None and check_md5 is not None and bool(verify) != bool(check_md5):
+        raise MwtError("download got verify and check_md5 (its older name) with different "
+                       "values; pass only verify.")
+    verify = bool(verify if verify is not None else check_md5 if check_md5 is not None else True)
     canon = _canonical(name)
     source = SOURCES[canon]
     target = Path(data_dir).expanduser() if data_dir is not None else cache_dir(canon)
@@ -239,28 +391,49 @@ def download(
     except OSError as exc:
         raise MwtError(f"Cannot create the download directory {target} ({exc.strerror}); pass "
                        "another data dir.") from exc
-    wanted = list(source["files"]) if splits is None else [s.lower() for s in splits]
-    base = base_url if base_url is not None else source["base_url"]
-    if not base.endswith("/"):
-        base += "/"
-    seen: set[str] = set()
+    if splits is None:
+        wanted = list(source["files"])
+    elif isinstance(splits, str):
+        wanted = [splits.strip().lower()]
+    else:
+        wanted = [str(s).strip().lower() for s in splits]
     for split in wanted:
         if split not in source["files"]:
             raise MwtError(f"Unknown split {split!r} for {canon}; use one of "
                            f"{', '.join(source['files'])}.")
-        for fname, md5 in source["files"][split]:
-            if fname in seen:
+    if base_url is not None:
+        bases = [base_url]
+    else:
+        bases = [source["base_url"], *source.get("fallback_urls", ())]
+    bases = [b if b.endswith("/") else b + "/" for b in bases]
+    folder = source["extract_to"]
+    seen: set[str] = set()
+    for split in wanted:
+        for entry in source["files"][split]:
+            official = _official(entry)
+            if official.name in seen:
                 continue
-            seen.add(fname)
-            folder = source["extract_to"]
-            done = target / (folder if folder else fname)
+            seen.add(official.name)
+            done = target / (folder if folder else official.name)
             if done.exists() and not force:
                 continue
-            dest = target / fname
-            _fetch(base + fname, dest, md5 if check_md5 else None, progress, timeout)
-            if folder:
-                try:
-                    safe_extract(dest, target)
-                finally:
-                    dest.unlink(missing_ok=True)
+            if not folder:
+                _fetch_any(bases, official, done, verify, progress, timeout, official.name)
+                continue
+            if _occupied(done):  # force=True, but the folder may hold the user's files
+                raise _already_there(done)
+            # The archive goes under a name of our own, so a user's copy is never touched.
+            try:
+                fd, tmp_name = tempfile.mkstemp(prefix=f".{official.name}.",
+                                                suffix=".download", dir=target)
+            except OSError as exc:
+                raise MwtError(f"Cannot write into the download directory {target} "
+                               f"({exc.strerror or exc}); pass another data dir.") from exc
+            os.close(fd)
+            archive = Path(tmp_name)
+            try:
+                _fetch_any(bases, official, archive, verify, progress, timeout, official.name)
+                safe_extract(archive, target, expected=folder)
+            finally:
+                archive.unlink(missing_ok=True)
     return target

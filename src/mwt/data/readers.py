@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import pickle
 import tarfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,7 +74,7 @@ def read_idx(source: PathLike | bytes) -> np.ndarray:
     if raw[:2] == _GZIP_MAGIC:
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise MwtError(f"{where} is not a valid gzip file ({exc}); download it again.") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise MwtError(f"{where} is not an IDX file (bad magic number); download it again.")
@@ -82,7 +84,7 @@ def read_idx(source: PathLike | bytes) -> np.ndarray:
     if len(raw) < header:
         raise MwtError(f"{where} is truncated (its IDX header is incomplete); download it again.")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)  # Python ints: a corrupted header cannot overflow
     if len(raw) - header != count * dtype.itemsize:
         raise MwtError(
             f"{where} holds {len(raw) - header} data bytes but its IDX header announces shape "
@@ -112,7 +114,10 @@ def write_idx(path: PathLike, array: np.ndarray, compress: bool | None = None) -
         with gzip.GzipFile(filename="", mode="wb", fileobj=buf, compresslevel=9, mtime=0) as gz:
             gz.write(payload)
         payload = buf.getvalue()
-    path.write_bytes(payload)
+    try:
+        path.write_bytes(payload)
+    except OSError as exc:
+        raise MwtError(f"Could not write {path}: {exc.strerror or exc}.") from exc
 
 
 # ------------------------------------------------------------------------- restricted pickle
@@ -203,7 +208,7 @@ def restricted_unpickle(raw: bytes, where: str = "<bytes>"):
 # ------------------------------------------------------------------------------------- CIFAR
 
 # variant -> (folder name inside the archive, archive name, train files, test files, meta file,
-#             label key, class-names key)
+#             label key, class-names key, number of classes)
 CIFAR_LAYOUT: dict[str, dict] = {
     "cifar10": {
         "folder": "cifar-10-batches-py",
@@ -213,6 +218,7 @@ CIFAR_LAYOUT: dict[str, dict] = {
         "meta": "batches.meta",
         "label_key": "labels",
         "names_key": "label_names",
+        "num_classes": 10,
     },
     "cifar100": {
         "folder": "cifar-100-python",
@@ -222,6 +228,7 @@ CIFAR_LAYOUT: dict[str, dict] = {
         "meta": "meta",
         "label_key": "fine_labels",
         "names_key": "fine_label_names",
+        "num_classes": 100,
     },
 }
 
@@ -246,7 +253,14 @@ def read_cifar_batches(
     if layout["names_key"] not in meta:
         raise MwtError(f"{where}/{layout['meta']} has no {layout['names_key']!r} entry; "
                        "download the dataset again.")
-    classes = [_to_str(n) for n in meta[layout["names_key"]]]
+    try:
+        classes = [_to_str(n) for n in meta[layout["names_key"]]]
+    except TypeError:
+        classes = []
+    k = layout["num_classes"]
+    if len(classes) != k:
+        raise MwtError(f"{where}/{layout['meta']} names {len(classes)} classes instead of "
+                       f"{variant}'s {k}; download the dataset again.")
     images, labels = [], []
     for fname in layout[split]:
         fwhere = f"{where}/{fname}"
@@ -255,7 +269,12 @@ def read_cifar_batches(
             raise MwtError(f"{fwhere} lacks 'data' or {layout['label_key']!r}; "
                            "download the dataset again.")
         data = np.asarray(batch["data"])
-        lab = np.asarray(batch[layout["label_key"]], dtype=np.int64).reshape(-1)
+        lab = np.asarray(batch[layout["label_key"]])
+        if lab.ndim != 1 or not (np.issubdtype(lab.dtype, np.integer) or lab.size == 0):
+            raise MwtError(f"{fwhere} holds {layout['label_key']!r} of shape {lab.shape} and "
+                           f"dtype {lab.dtype}, not a list of integer labels; download the "
+                           "dataset again.")
+        lab = lab.astype(np.int64)
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
             raise MwtError(f"{fwhere} holds data of shape {data.shape} and dtype {data.dtype}, "
                            "not uint8 [n, 3072]; download the dataset again.")
@@ -266,8 +285,8 @@ def read_cifar_batches(
         labels.append(lab)
     x = np.concatenate(images) if len(images) > 1 else images[0]
     y = np.concatenate(labels) if len(labels) > 1 else labels[0]
-    if len(y) and (y.min() < 0 or y.max() >= len(classes)):
-        raise MwtError(f"{where} has labels outside 0..{len(classes) - 1}; "
+    if len(y) and (y.min() < 0 or y.max() >= k):
+        raise MwtError(f"{where} has labels outside 0..{k - 1} (from {y.min()} to {y.max()}); "
                        "download the dataset again.")
     return np.ascontiguousarray(x), y, classes
 
@@ -295,7 +314,7 @@ def _read_from_tar(archive: Path, names: Sequence[str]) -> dict[str, bytes]:
                         out[base] = fh.read()
                     if len(out) == len(wanted):
                         break
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise MwtError(f"{archive} is not a readable tar archive ({exc}); delete it and "
                        "download it again.") from exc
     missing = sorted(wanted - out.keys())
@@ -323,7 +342,7 @@ def read_cifar(
         missing = [n for n in names if not (src / n).is_file()]
         if missing:
             raise MwtError(f"{src} lacks {', '.join(missing)}; download the dataset again.")
-        files = {n: (src / n).read_bytes() for n in names}
+        files = {n: _read_bytes(src / n)[0] for n in names}
     elif src.is_file():
         files = _read_from_tar(src, names)
     else:
@@ -337,23 +356,39 @@ def read_cifar(
 def read_svhn(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Read an SVHN cropped-digits ``.mat`` file (``X`` [32, 32, 3, n], ``y`` [n, 1]).
 
-    Returns uint8 images ``[n, 3, 32, 32]`` and int64 labels where the file's label 10 (the
-    digit zero) becomes 0.
+    Returns uint8 images ``[n, 3, 32, 32]`` and int64 labels 0..9: the file labels the digits
+    1..9 as themselves and the digit zero as 10, which becomes 0.  Any other label, or labels
+    that do not match the images, raise :class:`~mwt.errors.MwtError`.
     """
     import scipy.io
 
     path = Path(path)
     try:
         mat = scipy.io.loadmat(path, variable_names=("X", "y"))
-    except (OSError, ValueError, NotImplementedError) as exc:
-        raise MwtError(f"{path} is not a readable SVHN .mat file ({exc}); download it again.") \
-            from exc
+    except Exception as exc:  # scipy raises many kinds of errors on truncated or garbage files
+        raise MwtError(f"{path} is not a readable SVHN .mat file ({type(exc).__name__}: {exc}); "
+                       "download it again.") from exc
     if "X" not in mat or "y" not in mat:
         raise MwtError(f"{path} lacks the 'X' or 'y' variable of an SVHN file; download it again.")
-    x, y = mat["X"], np.asarray(mat["y"]).reshape(-1)
-    if x.ndim != 4 or x.shape[2] != 3 or x.shape[3] != len(y):
-        raise MwtError(f"{path} holds X of shape {x.shape} and {len(y)} labels, not "
-                       "[32, 32, 3, n] and n; download it again.")
-    images = np.ascontiguousarray(x.transpose(3, 2, 0, 1), dtype=np.uint8)
-    labels = y.astype(np.int64) % 10
+    x, y_raw = np.asarray(mat["X"]), np.asarray(mat["y"])
+    if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.dtype != np.uint8:
+        raise MwtError(f"{path} holds X of shape {x.shape} and dtype {x.dtype}, not uint8 "
+                       "[32, 32, 3, n]; download it again.")
+    n = x.shape[3]
+    if y_raw.size != n or y_raw.ndim > 2 or (y_raw.ndim == 2 and 1 not in y_raw.shape):
+        raise MwtError(f"{path} holds {n} images but labels y of shape {y_raw.shape}, not "
+                       f"[{n}, 1]; download it again.")
+    y = y_raw.reshape(-1)
+    if n and not np.issubdtype(y.dtype, np.integer):
+        if not np.issubdtype(y.dtype, np.floating) or not np.all(np.isfinite(y)) \
+                or not np.all(y == np.round(y)):
+            raise MwtError(f"{path} holds labels of dtype {y.dtype} that are not whole numbers; "
+                           "download it again.")
+    y = y.astype(np.int64)
+    bad = (y < 1) | (y > 10)
+    if bad.any():
+        raise MwtError(f"{path} holds {int(bad.sum())} labels outside 1..10 (e.g. "
+                       f"{int(y[bad][0])}), which SVHN never uses; download it again.")
+    images = np.ascontiguousarray(x.transpose(3, 2, 0, 1))
+    labels = np.where(y == 10, 0, y)
     return images, labels

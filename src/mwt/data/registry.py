@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from mwt.data import readers
+from mwt.data.augment import Augmentation
 from mwt.data.download import cache_dir
 from mwt.data.download import download as _download
 from mwt.errors import DatasetNotFoundError, MwtError
@@ -40,6 +41,7 @@ __all__ = [
     "canonical_name",
     "as_tensors",
     "NORMALIZATION",
+    "AUGMENTATION",
     "SYSTEM_DIRS",
 ]
 
@@ -53,6 +55,9 @@ class ImageData(torch.utils.data.Dataset):
     ``images`` float32 ``[N, C, H, W]`` (normalised per channel with ``mean``/``std`` of the
     dataset's train split), ``labels`` int64 ``[N]``, ``classes`` the class names (index = label
     id).  ``hflip`` says whether horizontal-flip augmentation suits the data (False for digits).
+    ``augmentation`` is the training augmentation the dataset calls for (the built-in datasets
+    set it: random crop with 4 pixels of padding, plus a flip except for SVHN); ``None`` means
+    none was chosen, and such data is not augmented unless asked.
     """
 
     images: torch.Tensor
@@ -62,6 +67,7 @@ class ImageData(torch.utils.data.Dataset):
     name: str = "custom"
     mean: tuple[float, ...] | None = field(default=None)
     std: tuple[float, ...] | None = field(default=None)
+    augmentation: Augmentation | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.images, torch.Tensor) or self.images.dim() != 4:
@@ -76,6 +82,9 @@ class ImageData(torch.utils.data.Dataset):
             self.mean = tuple(float(m) for m in self.mean)
         if self.std is not None:
             self.std = tuple(float(s) for s in self.std)
+        if self.augmentation is not None and not isinstance(self.augmentation, Augmentation):
+            raise MwtError("ImageData.augmentation must be an mwt.data.Augmentation or None, got "
+                           f"{type(self.augmentation).__name__}.")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -102,6 +111,13 @@ class ImageData(torch.utils.data.Dataset):
         if idx.dtype != torch.bool:
             idx = idx.long()
         idx = idx.to(self.labels.device)
+        if idx.dtype == torch.bool and idx.shape != self.labels.shape:
+            raise MwtError(f"ImageData.subset got a mask of shape {tuple(idx.shape)} for "
+                           f"{len(self)} samples.")
+        if idx.dtype != torch.bool and idx.numel() and (
+                int(idx.min()) < -len(self) or int(idx.max()) >= len(self)):
+            raise MwtError(f"ImageData.subset got indices from {int(idx.min())} to "
+                           f"{int(idx.max())}, outside 0..{len(self) - 1}.")
         return replace(self, images=self.images[idx], labels=self.labels[idx],
                        classes=list(self.classes))
 
@@ -155,6 +171,9 @@ def _finish(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     else:
         raise MwtError(f"as_tensors needs float images or uint8 images in 0..255, got dtype "
                        f"{x.dtype}.")
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        raise MwtError("as_tensors cannot use the data: the images contain NaN or infinite "
+                       "values.")
     y = y.long()
     if len(y) and int(y.min()) < 0:
         raise MwtError("as_tensors got negative class labels; labels must be 0..K-1.")
@@ -268,7 +287,11 @@ def load_dataset(
 ) -> ImageData:
     """Load split ``split`` ("train" or "test") of dataset ``name`` as an :class:`ImageData`."""
     key = canonical_name(name)
-    return DATASETS[key](_key(split), data_dir, download)
+    data = DATASETS[key](_key(split), data_dir, download)
+    if not isinstance(data, ImageData):
+        raise MwtError(f"The loader registered for dataset {key!r} returned a "
+                       f"{type(data).__name__}, not an ImageData.")
+    return data
 
 
 # --------------------------------------------------------------------- built-in datasets
@@ -280,6 +303,16 @@ NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
 }
 NORMALIZATION["demo"] = NORMALIZATION["fashion-mnist"]
+
+# The training augmentation of each built-in dataset: the paper's random crop with 4 pixels of
+# zero padding and a random horizontal flip -- except for SVHN, whose digits must not be mirrored.
+AUGMENTATION: dict[str, Augmentation] = {
+    "demo": Augmentation(crop_padding=4, hflip=True),
+    "fashion-mnist": Augmentation(crop_padding=4, hflip=True),
+    "cifar10": Augmentation(crop_padding=4, hflip=True),
+    "cifar100": Augmentation(crop_padding=4, hflip=True),
+    "svhn": Augmentation(crop_padding=4, hflip=False),
+}
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot"]
@@ -333,7 +366,8 @@ def _make(name: str, images_u8: np.ndarray, labels: np.ndarray, classes: list[st
     mean, std = NORMALIZATION[name]
     return ImageData(images=_normalise(images_u8, name),
                      labels=torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)),
-                     classes=list(classes), hflip=hflip, name=name, mean=mean, std=std)
+                     classes=list(classes), hflip=hflip, name=name, mean=mean, std=std,
+                     augmentation=AUGMENTATION[name])
 
 
 def _places(name: str, data_dir) -> list[Path]:
@@ -406,7 +440,7 @@ def _idx_pair(directory: Path, split: str) -> tuple[Path, Path] | None:
 def _idx_dataset(name: str, images_src, labels_src, where: str) -> ImageData:
     x = readers.read_idx(images_src)
     y = readers.read_idx(labels_src)
-    if x.ndim != 3 or x.dtype != np.uint8:
+    if x.ndim != 3 or x.shape[1:] != (28, 28) or x.dtype != np.uint8:
         raise MwtError(f"{where}: the images file holds {x.dtype} {x.shape}, not uint8 "
                        "[N, 28, 28]; download it again.")
     if y.ndim != 1 or len(y) != len(x):
