@@ -145,9 +145,13 @@ def cmd_demo(args) -> int:
 
 
 def cmd_models(args) -> int:
+    import torch
+
     from mwt.gates import count_gated_kernels
     from mwt.models import create_model, list_models
 
+    with torch.device("meta"):  # check the width before printing anything
+        create_model(list_models()[0], num_classes=10, in_channels=3, width=args.width)
     print(f"{'model':<10} {'gated kernels':>14} {'parameters':>12}")
     for name in list_models():
         model = create_model(name, num_classes=10, in_channels=3, width=args.width)
