@@ -15,7 +15,7 @@ from mwt.checkpoint import WEIGHTS, load_run
 from mwt.data import ImageData, load_dataset
 from mwt.errors import CheckpointError, MwtError
 from mwt.gates import make_modular
-from mwt.io import lock_directory
+from mwt.io import lock_directory, remove_stale_temps
 from mwt.models import create_model
 from mwt.modularize import ModuleSet, check_batch_size, check_tau, modularize
 from mwt.module_io import check_module_out, save_module
@@ -155,6 +155,7 @@ def modularize_run(run_dir, tau: float = 0.9, *, data_dir=None, device=None,
     batch_size = check_batch_size(batch_size)
     device = resolve_device(device)
     with lock_directory(run_dir, "mwt modularize"):
+        remove_stale_temps(run_dir)
         model, config = load_run(run_dir, device)
         data = run_dataset(config, "train", data_dir)
         mods = modularize(model, data, tau, batch_size=batch_size, device=device,
