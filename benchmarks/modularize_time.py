@@ -1,6 +1,7 @@
 """Modularizing time against one plain no-grad pass over the training set (the floor).
 
-SPEC target: modularize / pass <= 1.3. Both run in this process on the same data and device.
+Target (benchmarks/README.md): modularize / pass <= 1.3. Both run in this process on the same
+data and device.
 
     python benchmarks/modularize_time.py runs/vgg [--tau 0.9]
 """

@@ -1,6 +1,7 @@
 """Extracted-module latency against the full model, next to their MAC ratio.
 
-SPEC target: latency ratio within 1.25x of the MAC ratio (CPU, batch 128). The "full model" is
+Target (benchmarks/README.md): latency ratio within 1.25x of the MAC ratio (CPU, batch 128).
+The "full model" is
 the same architecture without gates. With ``--run DIR --classes ...`` the modules come from a
 modularized run; otherwise each layer keeps a random share of its kernels.
 

@@ -1,6 +1,7 @@
 """Modular vs standard training step time, same model and batch, measured side by side.
 
-SPEC target: modular / standard <= 1.10 on CPU (<= 1.20 on GPU). Steps of the two variants
+Target (benchmarks/README.md): modular / standard <= 1.03 on CPU (<= 1.10 on GPU). Steps of
+the two variants
 alternate so that machine noise hits both alike. Both the median and the fastest step of each
 are reported: on a shared host noise only ever adds time, so the ratio of minima is the steadier
 figure.

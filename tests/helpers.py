@@ -22,11 +22,89 @@ def small_run(out, per_class: int = 6, batch_size: int = 30):
     """A finished one-epoch run of a tiny modular VGG16 on a slice of the demo data, with the
     config `mwt train` writes, so that the CLI's modularize/reuse/resume can work on it."""
     train, test = demo_subset("train", per_class), demo_subset("test", 2)
-    settings = {"model": "vgg16", "dataset": "demo", "width": 0.125, "epochs": 1,
-                "standard": False, "alpha": 0.5, "beta": 1.5, "seed": 0, "data_dir": None,
-                "download": False, "hflip": True, "augment": True, "lr": 0.05,
-                "weight_decay": 0.0, "batch_size": batch_size, "reduction": "classes"}
+    spec = mwt.RunSpec(model="vgg16", dataset="demo", width=0.125,
+                       train=mwt.TrainConfig(epochs=1, batch_size=batch_size))
     info = {"dataset": "demo", "classes": list(train.classes), "mean": list(train.mean),
-            "std": list(train.std), "cli": settings}
-    return mwt.train(tiny_modular(), train, test, epochs=1, batch_size=batch_size, out=out,
+            "std": list(train.std), "run": spec.to_dict()}
+    return mwt.train(tiny_modular(), train, test, config=spec.train, out=out,
                      progress=False, verbose=False, device="cpu", run_info=info)
+
+
+class ConstGate(torch.nn.Module):
+    """Stands in for a gate: the same mask for every sample."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.register_buffer("values", values)
+
+    def forward(self, pooled):
+        return self.values.expand(pooled.shape[0], -1)
+
+
+def sparse_modular(name, seed=0, in_channels=3):
+    """A narrow modular model whose gates close about half the kernels, differently per layer."""
+    torch.manual_seed(seed)
+    model = mwt.make_modular(mwt.create_model(name, 10, in_channels, 0.25)).eval()
+    with torch.no_grad():
+        for layer in mwt.gates.gated_layers(model):
+            gate = model.get_submodule(layer.gate)
+            gate.fc2.weight.mul_(0.05)
+            gate.fc2.bias.uniform_(-1.0, 1.0)
+        for m in model.modules():  # non-trivial BN statistics so slicing errors would show
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return model
+
+
+def with_constant_gates(model, kernels_values, only=None):
+    """The modular model with every gate (or those named in ``only``) replaced by a fixed
+    per-kernel value vector (``kernels_values`` covers all gated kernels)."""
+    import copy
+
+    ref = copy.deepcopy(model)
+    offset = 0
+    for layer in mwt.gates.gated_layers(ref):
+        if only is None or layer.gate in only:
+            ref.add_submodule(layer.gate,
+                              ConstGate(kernels_values[offset:offset + layer.kernels]))
+        offset += layer.kernels
+    return ref
+
+
+class UserCNN(torch.nn.Module):
+    """A user's own CNN: Conv/BN/ReLU/pool/add/Linear, not from our registry."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.a = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.c = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        x = self.a(x)
+        x = self.b(x) + x
+        x = torch.nn.functional.max_pool2d(self.c(x), 2)
+        return self.head(x.mean((2, 3)))
+
+
+def convs_in_call_order(model, input_shape):
+    """The Conv2d modules of ``model`` in the order one forward pass calls them (each once),
+    found with hooks rather than fx: an oracle for the gating rule."""
+    called = []
+    hooks = [m.register_forward_pre_hook(lambda m, args: called.append(m) if m not in called
+                                         else None)
+             for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape))
+    finally:
+        model.train(training)
+        for h in hooks:
+            h.remove()
+    return called

@@ -167,10 +167,41 @@ def test_resume_with_a_damaged_config_is_a_clear_error(capsys, small_run, tmp_pa
     copy = tmp_path / "copy"
     shutil.copytree(small_run, copy)
     config = json.loads((copy / "config.json").read_text())
-    config["cli"]["epochs"] = "many"
+    config["run"]["train"]["epochs"] = "many"
     (copy / "config.json").write_text(json.dumps(config))
-    _one_line_error(capsys, ["train", "--resume", "--out", str(copy)], "wrong type")
-    config["cli"]["epochs"] = 1
-    config["cli"]["shell"] = "rm -rf /"
+    _one_line_error(capsys, ["train", "--resume", "--out", str(copy)], "epochs")
+    config["run"]["train"]["epochs"] = 1
+    config["run"]["shell"] = "rm -rf /"
     (copy / "config.json").write_text(json.dumps(config))
     _one_line_error(capsys, ["train", "--resume", "--out", str(copy)], "unknown setting")
+
+
+def test_resume_reads_the_flat_settings_of_older_runs(capsys, small_run, tmp_path, monkeypatch):
+    import shutil
+
+    import mwt.runs
+    from helpers import demo_subset
+
+    monkeypatch.setattr(mwt.runs, "load_dataset",
+                        lambda name, split="train", *a, **k: demo_subset(split, 8 if split ==
+                                                                         "train" else 2))
+    copy = tmp_path / "copy"
+    shutil.copytree(small_run, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["cli"] = {"model": "vgg16", "dataset": "demo", "width": 0.125, "epochs": 1,
+                     "standard": False, "alpha": None, "beta": None, "seed": 0,
+                     "data_dir": None, "download": False, "hflip": True, "lr": 0.05,
+                     "weight_decay": 0.0, "batch_size": 40, "reduction": "classes"}
+    del config["run"]
+    (copy / "config.json").write_text(json.dumps(config))
+    code, out, err = run(capsys, "train", "--resume", "--epochs", "2", "--out", str(copy),
+                         "--no-progress", "--quiet", "--device", "cpu")
+    assert code == 0, err
+    assert "modular vgg16 on demo" in out
+    records = [json.loads(x) for x in (copy / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+
+
+def test_resume_refuses_changed_settings(capsys, small_run):
+    _one_line_error(capsys, ["train", "--resume", "--out", str(small_run), "--lr", "0.1"],
+                    "only --epochs")

@@ -5,52 +5,11 @@ import torch
 import torch.nn as nn
 
 import mwt
+from helpers import UserCNN, sparse_modular, with_constant_gates
 from mwt.extract import extract_module, kernel_share, pad_gather
 from mwt.gates import gated_layers
-from test_models import UserCNN
 
-MODELS = ["vgg16", "resnet18", "simcnn", "rescnn"]
-
-
-class ConstGate(nn.Module):
-    """Stands in for a gate: the same mask for every sample."""
-
-    def __init__(self, values):
-        super().__init__()
-        self.register_buffer("values", values)
-
-    def forward(self, pooled):
-        return self.values.expand(pooled.shape[0], -1)
-
-
-def sparse_modular(name, seed=0, in_channels=3):
-    """A narrow modular model whose gates close about half the kernels, differently per layer."""
-    torch.manual_seed(seed)
-    model = mwt.make_modular(mwt.create_model(name, 10, in_channels, 0.25)).eval()
-    with torch.no_grad():
-        for layer in gated_layers(model):
-            gate = model.get_submodule(layer.gate)
-            gate.fc2.weight.mul_(0.05)
-            gate.fc2.bias.uniform_(-1.0, 1.0)
-        for m in model.modules():  # non-trivial BN statistics so slicing errors would show
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return model
-
-
-def with_constant_gates(model, kernels_values):
-    """The modular model with every gate replaced by a fixed per-kernel value vector."""
-    import copy
-
-    ref = copy.deepcopy(model)
-    offset = 0
-    for layer in gated_layers(ref):
-        ref.add_submodule(layer.gate, ConstGate(kernels_values[offset:offset + layer.kernels]))
-        offset += layer.kernels
-    return ref
+MODELS = mwt.list_models()
 
 
 @pytest.mark.parametrize("name", MODELS)

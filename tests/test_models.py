@@ -7,9 +7,13 @@ import torch
 import torch.nn as nn
 
 import mwt
+from helpers import UserCNN, convs_in_call_order
 from mwt.gates import gated_layers
 
-# Gated kernels at width 1.0: every conv's output channels except the first conv's.
+MODELS = mwt.list_models()  # every registered model is tested, a new one too
+
+# Gated kernels at width 1.0 of the paper's models: every conv's output channels except the
+# first conv's.
 GATED_KERNELS = {
     "vgg16": 64 + 2 * 128 + 3 * 256 + 6 * 512,          # 4224 kernels, minus conv 0
     "simcnn": 64 + 2 * 128 + 3 * 256 + 6 * 512,
@@ -22,15 +26,19 @@ def test_registry_lists_the_four_models():
     assert mwt.list_models() == ["rescnn", "resnet18", "simcnn", "vgg16"]
 
 
-@pytest.mark.parametrize("name", sorted(GATED_KERNELS))
+@pytest.mark.parametrize("name", MODELS)
 def test_gated_kernel_count(name):
     model = mwt.create_model(name, num_classes=10, in_channels=3, width=1.0)
-    assert mwt.count_gated_kernels(model) == GATED_KERNELS[name]
+    called = convs_in_call_order(model, (3, 32, 32))
+    expected = sum(conv.out_channels for conv in called[1:])
+    if name in GATED_KERNELS:
+        assert expected == GATED_KERNELS[name]
+    assert mwt.count_gated_kernels(model) == expected
     modular = mwt.make_modular(model)
-    assert mwt.count_gated_kernels(modular) == GATED_KERNELS[name]
+    assert mwt.count_gated_kernels(modular) == expected
 
 
-@pytest.mark.parametrize("name", sorted(GATED_KERNELS))
+@pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
 @pytest.mark.parametrize("modular", [False, True])
 def test_forward_backward(name, shape, modular):
@@ -57,8 +65,9 @@ def test_forward_backward(name, shape, modular):
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
-def test_modular_keeps_state_dict_keys_and_plain_forward():
-    model = mwt.create_model("resnet18", 10, 3, 0.125)
+@pytest.mark.parametrize("name", MODELS)
+def test_modular_keeps_state_dict_keys_and_plain_forward(name):
+    model = mwt.create_model(name, 10, 3, 0.125)
     modular = mwt.make_modular(model)
     std_keys = set(model.state_dict())
     mod_keys = set(modular.state_dict())
@@ -69,8 +78,9 @@ def test_modular_keeps_state_dict_keys_and_plain_forward():
     assert torch.equal(modular(x), modular(x, return_masks=True)[0])
 
 
-def test_gates_start_open_and_copy_survives():
-    model = mwt.make_modular(mwt.create_model("vgg16", 10, 3, 0.125)).eval()
+@pytest.mark.parametrize("name", MODELS)
+def test_gates_start_open_and_copy_survives(name):
+    model = mwt.make_modular(mwt.create_model(name, 10, 3, 0.125)).eval()
     _, masks = model(torch.randn(8, 3, 32, 32), return_masks=True)
     # The gate's output bias starts at 1.0, so most kernels start relevant.
     assert torch.cat(masks, 1).gt(0).float().mean() > 0.5
@@ -78,31 +88,15 @@ def test_gates_start_open_and_copy_survives():
     assert mwt.is_modular(clone) and len(gated_layers(clone)) == len(masks)
 
 
-def test_make_modular_does_not_touch_the_original():
-    model = mwt.create_model("simcnn", 10, 3, 0.125)
+@pytest.mark.parametrize("name", MODELS)
+def test_make_modular_does_not_touch_the_original(name):
+    model = mwt.create_model(name, 10, 3, 0.125)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     modular = mwt.make_modular(model)
     with torch.no_grad():
         for p in modular.parameters():
             p.add_(1.0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-
-
-class UserCNN(nn.Module):
-    """A user's own CNN: Conv/BN/ReLU/pool/add/Linear, not from our registry."""
-
-    def __init__(self):
-        super().__init__()
-        self.a = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
-        self.b = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
-        self.c = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
-        self.head = nn.Linear(16, 3)
-
-    def forward(self, x):
-        x = self.a(x)
-        x = self.b(x) + x
-        x = nn.functional.max_pool2d(self.c(x), 2)
-        return self.head(x.mean((2, 3)))
 
 
 def test_user_cnn_becomes_modular():
@@ -123,8 +117,9 @@ def test_unknown_model_is_a_clear_error():
         mwt.create_model("vgg19")
 
 
-def test_make_modular_twice_is_an_error():
-    modular = mwt.make_modular(mwt.create_model("vgg16", 10, 3, 0.125))
+@pytest.mark.parametrize("name", MODELS)
+def test_make_modular_twice_is_an_error(name):
+    modular = mwt.make_modular(mwt.create_model(name, 10, 3, 0.125))
     with pytest.raises(mwt.MwtError, match="already modular"):
         mwt.make_modular(modular)
 

@@ -6,10 +6,9 @@ import pytest
 import torch
 
 import mwt
-from helpers import demo_subset
+from helpers import demo_subset, sparse_modular
 from mwt.gates import gated_layers
 from mwt.modularize import collect_kernel_sets, module_masks
-from test_extract import sparse_modular
 
 
 def test_module_masks_threshold_and_per_layer_lowering():

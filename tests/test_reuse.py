@@ -8,9 +8,8 @@ import pytest
 import torch
 
 import mwt
-from helpers import demo_subset
+from helpers import demo_subset, sparse_modular
 from mwt.reuse import select_classes, subtask_accuracy
-from test_extract import sparse_modular
 
 
 @pytest.fixture(scope="module")

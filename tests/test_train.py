@@ -231,3 +231,13 @@ def test_a_run_that_did_not_become_modular_says_so():
     with pytest.warns(UserWarning, match="has not become modular"):
         result = mwt.train(tiny_modular(), demo_subset("train", 5), epochs=1, **_kw())
     assert result.warnings and "raise beta" in result.warnings[0]
+
+
+def test_weights_of_a_run_load_into_a_model_built_by_hand(tmp_path):
+    from mwt.checkpoint import load_weights
+
+    result = mwt.train(tiny_modular(), demo_subset("train", 5), epochs=1, out=tmp_path,
+                       **_kw())
+    fresh = load_weights(tiny_modular(seed=3), tmp_path)
+    a, b = result.model.state_dict(), fresh.state_dict()
+    assert all(torch.equal(a[k].cpu(), b[k]) for k in a)

@@ -4,6 +4,7 @@ The pipeline: ``create_model`` -> ``make_modular`` -> ``train`` -> ``modularize`
 ``extract_module`` / ``reuse``.
 """
 
+from mwt.config import RunSpec, TrainConfig
 from mwt.data import list_datasets, load_dataset
 from mwt.errors import CheckpointError, DatasetNotFoundError, MwtError, MwtWarning
 from mwt.extract import extract_module
@@ -15,13 +16,13 @@ from mwt.models import create_model, list_models, register_model
 from mwt.modularize import ModuleSet, modularize
 from mwt.module_io import export_module, load_module, save_module
 from mwt.reuse import ReusedModule, reuse
-from mwt.train import TrainConfig, TrainResult, evaluate, train
+from mwt.train import TrainResult, evaluate, train
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError", "DatasetNotFoundError", "ModuleSet", "MwtError", "MwtWarning",
-    "ReusedModule", "TrainConfig", "TrainResult", "cohesion_loss", "count_gated_kernels",
+    "ReusedModule", "RunSpec", "TrainConfig", "TrainResult", "cohesion_loss", "count_gated_kernels",
     "count_macs",
     "coupling_loss", "create_model", "evaluate", "export_module", "extract_module",
     "is_modular", "jaccard_cohesion", "jaccard_coupling", "kernel_retention_rate",

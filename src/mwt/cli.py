@@ -5,74 +5,83 @@ import sys
 import warnings
 from pathlib import Path
 
+from mwt.config import DEMO, RunSpec, TrainConfig
 from mwt.errors import MwtError, MwtWarning
 
 # Each command imports what it needs when it runs, so that `mwt --help` answers at once.
 
 
 def _add_train(sub) -> None:
+    run, cfg = RunSpec(), TrainConfig()  # the defaults shown here are theirs, written once
     p = sub.add_parser("train", help="train a modular (default) or standard model",
                        description="Train a CNN with MwT's cohesion and coupling losses "
                        "(or, with --standard, plain cross-entropy) and save a resumable run.")
-    p.add_argument("--model", default="vgg16", help="registered model (see `mwt models`)")
-    p.add_argument("--dataset", default="demo", help="registered dataset (see `mwt datasets`)")
-    p.add_argument("--data-dir", default=None,
+    p.add_argument("--model", help=f"registered model (see `mwt models`; default {run.model})")
+    p.add_argument("--dataset",
+                   help=f"registered dataset (see `mwt datasets`; default {run.dataset})")
+    p.add_argument("--data-dir",
                    help="where the dataset's files are (default: $MWT_DATA, system locations)")
-    p.add_argument("--download", action="store_true", help="download the dataset if missing")
-    p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default 200)")
-    p.add_argument("--standard", action="store_true", help="train without gates (no MwT losses)")
-    p.add_argument("--alpha", type=float, default=None,
+    p.add_argument("--download", action="store_true", default=None,
+                   help="download the dataset if missing")
+    p.add_argument("--width", type=float, help=f"channel width multiplier (default {run.width})")
+    p.add_argument("--standard", action="store_true", default=None,
+                   help="train without gates (no MwT losses)")
+    p.add_argument("--epochs", type=int, help=f"epochs (default {cfg.epochs})")
+    p.add_argument("--alpha", type=float,
                    help="cohesion loss weight (default: the paper's Table 1, else 0.5)")
-    p.add_argument("--beta", type=float, default=None,
+    p.add_argument("--beta", type=float,
                    help="coupling loss weight (default: the paper's Table 1, else 1.5)")
-    p.add_argument("--reduction", choices=["classes", "pairs"], default="classes",
-                   help="loss averaging: the paper's per-class form or the reference's pairs")
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--no-flip", action="store_true", help="disable horizontal flips")
-    p.add_argument("--no-augment", action="store_true",
+    p.add_argument("--reduction", choices=["classes", "pairs"],
+                   help="loss averaging: the paper's per-class form (default) or the reference "
+                   "code's pairs")
+    p.add_argument("--lr", type=float, help=f"learning rate (default {cfg.lr})")
+    p.add_argument("--weight-decay", type=float, help=f"default {cfg.weight_decay}")
+    p.add_argument("--batch-size", type=int, help=f"default {cfg.batch_size}")
+    p.add_argument("--no-flip", dest="hflip", action="store_false", default=None,
+                   help="disable horizontal flips")
+    p.add_argument("--no-augment", dest="augment", action="store_false", default=None,
                    help="no augmentation at all (default: the dataset's own crop/flip)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help=f"default {cfg.seed}")
     p.add_argument("--device", default=None,
                    help="cuda, cuda:1, cpu ... (default: cuda if present)")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out with its saved settings (a run "
-                   "that died before its first checkpoint starts again from epoch 0)")
+                   "that died before its first checkpoint starts again from epoch 0); only "
+                   "--epochs may change")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--quiet", action="store_true", help="no per-epoch summary lines")
     p.set_defaults(func=cmd_train)
 
 
-TRAIN_OPTIONS = ("lr", "weight_decay", "batch_size", "reduction")
+# The `mwt train` options that describe the run (RunSpec and TrainConfig fields, CLI switches).
+RUN_OPTIONS = ("model", "dataset", "data_dir", "download", "width", "standard", "epochs",
+               "alpha", "beta", "reduction", "lr", "weight_decay", "batch_size", "hflip",
+               "augment", "seed")
 
 
 def cmd_train(args) -> int:
-    from mwt.runs import resume_settings, train_run
+    from mwt.runs import train_run
 
-    out = args.out
+    given = {k: getattr(args, k) for k in RUN_OPTIONS if getattr(args, k) is not None}
     if args.resume:
-        settings = resume_settings(out)
-        if args.epochs is not None:
-            settings["epochs"] = args.epochs
+        changed = sorted(set(given) - {"epochs"})
+        if changed:
+            raise MwtError(f"--resume continues a run with its saved settings; only --epochs "
+                           f"may be given, not --{changed[0].replace('_', '-')}")
+        spec = None
     else:
-        settings = {"model": args.model, "dataset": args.dataset, "width": args.width,
-                    "epochs": 200 if args.epochs is None else args.epochs,
-                    "standard": args.standard, "alpha": args.alpha, "beta": args.beta,
-                    "seed": args.seed, "data_dir": args.data_dir, "download": args.download,
-                    "hflip": not args.no_flip, "augment": not args.no_augment,
-                    **{k: getattr(args, k) for k in TRAIN_OPTIONS}}
-    result = train_run(out, resume=args.resume, device=args.device,
-                       progress=not args.no_progress, verbose=not args.quiet, **settings)
+        spec = RunSpec.from_settings(**given)
+    result = train_run(args.out, spec, resume=args.resume, device=args.device,
+                       progress=not args.no_progress, verbose=not args.quiet,
+                       **({"epochs": args.epochs} if args.resume else {}))
     final = result.final
-    kind = "standard" if settings["standard"] else "modular"
-    line = (f"{kind} {settings['model']} on {settings['dataset']}: "
-            f"test acc {final.get('test_acc', 0):.4f}")
+    spec = RunSpec.load(args.out)
+    kind = "standard" if spec.standard else "modular"
+    line = f"{kind} {spec.model} on {spec.dataset}: test acc {final.get('test_acc', 0):.4f}"
     if "test_kernel_rate" in final:
         line += f", kernel rate {final['test_kernel_rate']:.4f}"
-    print(f"{line}; run saved in {out}")
+    print(f"{line}; run saved in {args.out}")
     for note in result.warnings:
         print(f"warning: {note}")
     return 0
@@ -137,10 +146,9 @@ def cmd_export(args) -> int:
 def cmd_demo(args) -> int:
     from mwt.demo import run_demo
 
-    run_demo(args.out, model=args.model, width=args.width, epochs=args.epochs,
-             batch_size=args.batch_size, classes=args.classes,
-             finetune_epochs=args.finetune_epochs, device=args.device,
-             progress=not args.no_progress)
+    given = {k: getattr(args, k) for k in ("model", "width", "epochs", "batch_size", "classes",
+                                           "finetune_epochs") if getattr(args, k) is not None}
+    run_demo(args.out, device=args.device, progress=not args.no_progress, **given)
     return 0
 
 
@@ -224,13 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole pipeline on the embedded data, in minutes",
                        description="Train a standard and a modular model on the embedded "
                        "Fashion-MNIST subset, modularize, reuse a 2-class module, print a table.")
-    p.add_argument("--out", default="runs/mwt-demo", help="where the demo's runs go")
-    p.add_argument("--model", default="vgg16")
-    p.add_argument("--width", type=float, default=0.25)
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--classes", nargs=2, default=["0", "3"], help="two class ids or names")
-    p.add_argument("--finetune-epochs", type=int, default=5)
+    p.add_argument("--out", default=DEMO.out, help=f"where the demo's runs go ({DEMO.out})")
+    p.add_argument("--model", help=f"default {DEMO.model}")
+    p.add_argument("--width", type=float, help=f"default {DEMO.width}")
+    p.add_argument("--epochs", type=int, help=f"default {DEMO.epochs}")
+    p.add_argument("--batch-size", type=int, help=f"default {DEMO.batch_size}")
+    p.add_argument("--classes", nargs=2, help="two class ids or names (default "
+                   f"{' '.join(map(str, DEMO.classes))})")
+    p.add_argument("--finetune-epochs", type=int, help=f"default {DEMO.finetune_epochs}")
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)

@@ -6,43 +6,39 @@ columns for the two models and, for the reused module, its kernel share, MACs an
 before and after fine-tuning next to the standard model's accuracy on the same sub-task.
 """
 
+from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from mwt.checkpoint import load_run
+from mwt.config import DEMO, RunSpec
 from mwt.data import load_dataset
 from mwt.errors import MwtError
 from mwt.extract import extract_module
 from mwt.io import lock_directory, make_dir
-from mwt.models import create_model
 from mwt.modularize import check_tau, class_ids, modularize
 from mwt.reuse import reuse, select_classes, subtask_accuracy
-from mwt.runs import check_options, run_dataset, train_run
+from mwt.runs import run_dataset, train_run
 from mwt.train import check_run_dir, is_run_dir, resolve_device
 
 
-def run_demo(out="runs/mwt-demo", *, model: str = "vgg16", width: float = 0.25,
-             epochs: int = 12, batch_size: int = 64, classes=(0, 3), tau: float = 0.9,
-             finetune_epochs: int = 5, device=None, progress: bool = True,
+def run_demo(out=DEMO.out, *, model: str = DEMO.model, width: float = DEMO.width,
+             epochs: int = DEMO.epochs, batch_size: int = DEMO.batch_size,
+             classes=DEMO.classes, tau: float = DEMO.tau,
+             finetune_epochs: int = DEMO.finetune_epochs, device=None, progress: bool = True,
              seed: int = 0) -> dict:
-    """Run the pipeline into ``out`` (re-running continues or reuses finished runs).
-
-    The defaults (12 epochs of batch 64) give the 6,000 demo images enough steps to become
-    visibly modular in a few minutes on a 2-core CPU; the paper's batch 128 needs more epochs.
-    """
+    """Run the pipeline into ``out`` (re-running continues or reuses finished runs); the
+    defaults are ``mwt.config.DEMO``'s."""
     # Everything is checked before the first model trains.
     if out is None or str(out).strip() == "":
         raise MwtError("the demo's output directory (--out) must not be empty")
     out = Path(out)
-    check_options(epochs, None, None, seed, {"batch_size": batch_size})
+    spec = RunSpec.from_settings(model=model, dataset="demo", width=width, epochs=epochs,
+                                 batch_size=batch_size, seed=seed)
     if isinstance(finetune_epochs, bool) or not isinstance(finetune_epochs, int) \
             or not 0 <= finetune_epochs <= 1000:
         raise MwtError(f"fine-tuning epochs must be an integer from 0 to 1000, got "
                        f"{finetune_epochs!r}")
     tau = check_tau(tau)
-    with torch.device("meta"):
-        create_model(model, 10, 1, width)
     names = load_dataset("demo", "test").classes
     ids = class_ids(list(classes), names)
     if len(ids) != 2:
@@ -55,20 +51,19 @@ def run_demo(out="runs/mwt-demo", *, model: str = "vgg16", width: float = 0.25,
         check_run_dir(run_dir, resumes[kind])
     make_dir(out)
     with lock_directory(out, "mwt demo"):
-        return _run_demo(out, model, width, epochs, batch_size, ids, tau, finetune_epochs,
-                         device, progress, seed, resumes)
+        return _run_demo(out, spec, ids, tau, finetune_epochs, device, progress, resumes)
 
 
-def _run_demo(out: Path, model, width, epochs, batch_size, ids, tau, finetune_epochs, device,
-              progress, seed, resumes) -> dict:
+def _run_demo(out: Path, spec: RunSpec, ids, tau, finetune_epochs, device, progress,
+              resumes) -> dict:
     results: dict = {}
     for kind in ("standard", "modular"):
         run_dir = out / kind
         resume = resumes[kind]
-        print(f"== training the {kind} {model} (width {width}) for {epochs} epochs")
-        train_run(run_dir, model=model, dataset="demo", width=width, epochs=epochs,
-                  standard=kind == "standard", seed=seed, resume=resume, device=device,
-                  progress=progress, verbose=True, batch_size=batch_size)
+        print(f"== training the {kind} {spec.model} (width {spec.width}) for "
+              f"{spec.train.epochs} epochs")
+        train_run(run_dir, replace(spec, standard=kind == "standard"), resume=resume,
+                  device=device, progress=progress, verbose=True)
         net, config = load_run(run_dir, device)
         train_data = run_dataset(config, "train")
         test_data = run_dataset(config, "test")
@@ -84,7 +79,7 @@ def _run_demo(out: Path, model, width, epochs, batch_size, ids, tau, finetune_ep
     test = select_classes(test_data, ids)
     print(f"== reusing the module of classes {ids} ({', '.join(mods.classes[i] for i in ids)})")
     sub = reuse(modular, mods, ids, train_data, test_data=test_data, epochs=finetune_epochs,
-                device=device, seed=seed, verbose=True)
+                device=device, seed=spec.train.seed, verbose=True)
     kernels = mods.kernels_for(ids)
     before = {"gates removed": sub.report["acc_before_finetune"]["test"]}
     for label, options in (("gates kept", {"keep_gates": True}),

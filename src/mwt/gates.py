@@ -1,14 +1,25 @@
 """Gates ("mask generators", paper section 3.2.1) and their insertion into any Conv+BN CNN.
 
-``make_modular`` traces a model with torch.fx and rewrites the graph: after every
-Conv2d -> BatchNorm2d pair except the first conv, the BN output is multiplied channel-wise by a
-mask that a small gate computes from the conv's *input*. The rewritten graph returns the masks
-explicitly (``model(x, return_masks=True) -> (logits, masks)``): nothing is stored on modules
-during ``forward``, so the modular model works with torch.compile, fx and DDP. Parameter names of
-the original model are unchanged; each gate is a new submodule named ``<conv name>_gate``.
+The gate protocol lives here, in one place:
+
+- *which* convs are gated: :func:`gated_conv_pairs`, every Conv2d -> BatchNorm2d pair in the
+  order the forward calls them, the first conv excluded. ``make_modular``,
+  ``count_gated_kernels`` and modularizing a standard model all read this one rule;
+- inserting gates (:func:`make_modular`) and removing them (:func:`strip_gates`), its inverse;
+- what a gated graph looks like to a pass that walks it (:func:`gate_application`,
+  :func:`is_mask_output`), so that extraction needs no knowledge of how the graph is wired;
+- a gate cut down to some kernels (:meth:`Gate.sliced`).
+
+``make_modular`` traces a model with torch.fx and rewrites the graph: after every gated conv's
+BatchNorm, the BN output is multiplied channel-wise by a mask that a small gate computes from the
+conv's *input*. The rewritten graph returns the masks explicitly
+(``model(x, return_masks=True) -> (logits, masks)``): nothing is stored on modules during
+``forward``, so the modular model works with torch.compile, fx and DDP. Parameter names of the
+original model are unchanged; each gate is a new submodule named ``<conv name>_gate``.
 """
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -24,12 +35,14 @@ class Gate(nn.Module):
     Linear -> ReLU -> Linear -> tanh -> ReLU.
 
     As in the reference code: hidden size C_out (C_out // 2 from 128 kernels on), Kaiming-normal
-    weights, and the output bias starts at 1.0 so that every kernel starts open.
+    weights, and the output bias starts at 1.0 so that every kernel starts open. ``hidden``
+    overrides the hidden size (a sliced gate keeps its original one).
     """
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, hidden: int | None = None):
         super().__init__()
-        hidden = out_channels if out_channels < 128 else out_channels // 2
+        if hidden is None:
+            hidden = out_channels if out_channels < 128 else out_channels // 2
         self.fc1 = nn.Linear(in_channels, hidden, bias=False)
         self.fc2 = nn.Linear(hidden, out_channels)
         nn.init.kaiming_normal_(self.fc1.weight)
@@ -38,6 +51,28 @@ class Gate(nn.Module):
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return torch.relu(torch.tanh(self.fc2(torch.relu(self.fc1(pooled)))))
+
+    def sliced(self, in_idx: torch.Tensor | None, out_idx: torch.Tensor | None) -> "Gate":
+        """This gate on some of its conv's input channels (``in_idx``) and kernels (``out_idx``);
+        ``None`` keeps all of them.
+
+        The hidden layer stays whole, so the kept kernels' mask values are exactly this gate's
+        whenever the dropped input channels are zero. Same device, dtype and mode; no random
+        numbers are drawn.
+        """
+        w1, w2, b2 = self.fc1.weight, self.fc2.weight, self.fc2.bias
+        if in_idx is not None:
+            w1 = w1[:, in_idx.to(w1.device)]
+        if out_idx is not None:
+            w2, b2 = w2[out_idx.to(w2.device)], b2[out_idx.to(b2.device)]
+        with torch.device("meta"):  # every value is copied below: no initialisation needed
+            new = Gate(w1.shape[1], w2.shape[0], hidden=w1.shape[0])
+        new = new.to_empty(device=w1.device).to(w1.dtype)
+        with torch.no_grad():
+            new.fc1.weight.copy_(w1)
+            new.fc2.weight.copy_(w2)
+            new.fc2.bias.copy_(b2)
+        return new.train(self.training)
 
 
 def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
@@ -122,6 +157,32 @@ def trace(model: nn.Module) -> fx.GraphModule:
                        "MwT needs a forward without data-dependent control flow") from exc
 
 
+def gated_conv_pairs(model: nn.Module) -> list[tuple[fx.Node, fx.Node]]:
+    """The (conv node, BN node) pairs MwT gates: all but the first conv, in graph order.
+
+    Graph order is the order the forward calls the convs, not the order their modules were
+    registered, so a model whose ``__init__`` lists its layers out of order is gated the same
+    way whether it is counted, modularized as a standard model or made modular. A GraphModule
+    (a modular model included) is read as it is; any other model is traced first.
+    """
+    gm = model if isinstance(model, fx.GraphModule) else trace(model)
+    return conv_bn_pairs(gm.graph, _module_map(gm))[1:]  # the first conv reads the raw input
+
+
+def _gated_layer(gm: nn.Module, conv: fx.Node, bn: fx.Node) -> GatedLayer:
+    kernels = gm.get_submodule(conv.target).out_channels
+    return GatedLayer(conv.target, bn.target, f"{conv.target}_gate", kernels)
+
+
+def gateable_layers(model: nn.Module) -> list[GatedLayer]:
+    """The gated layers of a modular model, or those ``make_modular`` would gate in a standard
+    one, in the order of the masks."""
+    if is_modular(model):
+        return gated_layers(model)
+    gm = model if isinstance(model, fx.GraphModule) else trace(model)
+    return [_gated_layer(gm, conv, bn) for conv, bn in gated_conv_pairs(gm)]
+
+
 def make_modular(model: nn.Module) -> fx.GraphModule:
     """Return a modular copy of ``model``: a gate after every conv's BN except the first conv.
 
@@ -133,8 +194,8 @@ def make_modular(model: nn.Module) -> fx.GraphModule:
     model = copy.deepcopy(model)
     gm = trace(model)
     graph, modules = gm.graph, _module_map(gm)
-    pairs = conv_bn_pairs(graph, modules)
-    if len(pairs) < 2:
+    pairs = gated_conv_pairs(gm)
+    if not pairs:
         raise MwtError("MwT needs at least two Conv2d+BatchNorm2d layers (the first is not gated)")
 
     first_body = next(n for n in graph.nodes if n.op != "placeholder")
@@ -143,21 +204,21 @@ def make_modular(model: nn.Module) -> fx.GraphModule:
 
     pooled: dict[fx.Node, fx.Node] = {}
     masks, layers = [], []
-    for conv_node, bn_node in pairs[1:]:
+    for conv_node, bn_node in pairs:
         conv = modules[conv_node.target]
-        gate_name = f"{conv_node.target}_gate"
-        gm.add_submodule(gate_name, Gate(conv.in_channels, conv.out_channels))
+        layer = _gated_layer(gm, conv_node, bn_node)
+        gm.add_submodule(layer.gate, Gate(conv.in_channels, conv.out_channels))
         x = conv_node.args[0]
         if x not in pooled:  # convs that read the same tensor (a block and its shortcut) share it
             with graph.inserting_after(x):
                 pooled[x] = graph.call_function(global_avg_pool, (x,))
         with graph.inserting_after(bn_node):
-            mask = graph.call_module(gate_name, (pooled[x],))
+            mask = graph.call_module(layer.gate, (pooled[x],))
         with graph.inserting_after(mask):
             gated = graph.call_function(apply_mask, (bn_node, mask))
         bn_node.replace_all_uses_with(gated, delete_user_cb=lambda user, g=gated: user is not g)
         masks.append(mask)
-        layers.append(GatedLayer(conv_node.target, bn_node.target, gate_name, conv.out_channels))
+        layers.append(layer)
 
     output = next(n for n in graph.nodes if n.op == "output")
     (result,) = output.args
@@ -171,6 +232,86 @@ def make_modular(model: nn.Module) -> fx.GraphModule:
     modular.meta["mwt_layers"] = layers
     modular.meta["mwt_config"] = {**model_config(model), "modular": True}
     return modular
+
+
+def gate_application(node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
+    """``(bn_node, mask_node)`` if ``node`` is where a gate's mask scales its conv's BN output
+    in a modular graph, else None."""
+    if node.op == "call_function" and node.target is apply_mask:
+        bn_node, mask_node = node.args
+        return bn_node, mask_node
+    return None
+
+
+def is_mask_output(node: fx.Node) -> bool:
+    """Whether ``node`` hands the masks to the caller (``return_masks``): it computes nothing."""
+    return node.op == "call_function" and node.target is select_output
+
+
+def strip_gates(model: fx.GraphModule, keep: Iterable[str] = (), *,
+                inplace: bool = False) -> fx.GraphModule:
+    """Undo ``make_modular`` for every gate not named in ``keep`` (gate submodule names).
+
+    Each stripped gate's BN output goes to its users unscaled, as in the standard model; the gate
+    submodule, its call and its pooling go, and its mask leaves the returned list. With no gate
+    left the forward is the standard model's again (no ``return_masks`` argument) and the model
+    is no longer modular. Parameter names do not change. Works on a copy unless ``inplace``.
+    """
+    layers = gated_layers(model)
+    keep = set(keep)
+    unknown = keep - {layer.gate for layer in layers}
+    if unknown:
+        raise MwtError(f"no gate named {sorted(unknown)[0]!r} in this model")
+    gm = model if inplace else copy.deepcopy(model)
+    graph = gm.graph
+    for node in list(graph.nodes):
+        parts = gate_application(node)
+        if parts is None or parts[1].target in keep:
+            continue
+        bn_node, mask = parts
+        node.replace_all_uses_with(bn_node)
+        graph.erase_node(node)
+        _drop_mask(graph, mask)
+    kept = [layer for layer in layers if layer.gate in keep]
+    if not kept:
+        _drop_mask_output(graph)
+    graph.lint()
+    for layer in layers:
+        if layer.gate not in keep:
+            gm.delete_submodule(layer.gate)
+    gm.recompile()
+    if kept:
+        gm.meta["mwt_layers"] = kept
+    else:
+        gm.meta.pop("mwt_layers", None)
+    gm.meta["mwt_config"] = {**gm.meta.get("mwt_config", {}), "modular": bool(kept)}
+    return gm
+
+
+def _drop_mask(graph: fx.Graph, mask: fx.Node) -> None:
+    """Remove a gate call from the graph: from the returned mask list, then the call itself and
+    the pooled input that only it read (a block and its shortcut share one)."""
+    for user in list(mask.users):
+        if is_mask_output(user):
+            logits, masks, flag = user.args
+            user.args = (logits, [m for m in masks if m is not mask], flag)
+    pooled = mask.args[0]
+    graph.erase_node(mask)
+    if isinstance(pooled, fx.Node) and pooled.target is global_avg_pool and not pooled.users:
+        graph.erase_node(pooled)
+
+
+def _drop_mask_output(graph: fx.Graph) -> None:
+    """Return the logits alone again and drop the then unused ``return_masks`` argument."""
+    output = next(n for n in graph.nodes if n.op == "output")
+    (selected,) = output.args
+    if not (isinstance(selected, fx.Node) and is_mask_output(selected)):
+        return
+    logits, _, flag = selected.args
+    output.args = (logits,)
+    graph.erase_node(selected)
+    if isinstance(flag, fx.Node) and flag.op == "placeholder" and not flag.users:
+        graph.erase_node(flag)
 
 
 def model_config(model: nn.Module) -> dict:
@@ -195,10 +336,7 @@ def gated_layers(model: nn.Module) -> list[GatedLayer]:
 
 def count_gated_kernels(model: nn.Module) -> int:
     """Kernels that MwT can assign to modules: all conv kernels except the first conv's."""
-    if is_modular(model):
-        return sum(layer.kernels for layer in model.meta["mwt_layers"])
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    return sum(m.out_channels for m in convs[1:])
+    return sum(layer.kernels for layer in gateable_layers(model))
 
 
 def kernel_rate(masks) -> torch.Tensor:
@@ -207,5 +345,7 @@ def kernel_rate(masks) -> torch.Tensor:
     return (flat > 0).float().mean()
 
 
-__all__ = ["Gate", "GatedLayer", "make_modular", "is_modular", "gated_layers",
-           "count_gated_kernels", "kernel_rate", "model_config", "trace", "conv_bn_pairs"]
+__all__ = ["Gate", "GatedLayer", "make_modular", "strip_gates", "is_modular", "gated_layers",
+           "gateable_layers", "gated_conv_pairs", "gate_application", "is_mask_output",
+           "count_gated_kernels", "kernel_rate", "model_config", "trace", "conv_bn_pairs",
+           "global_avg_pool", "apply_mask"]

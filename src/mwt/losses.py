@@ -13,9 +13,8 @@ computed per gated layer and averaged over layers, as the reference code does.
 import torch
 import torch.nn.functional as F
 
+from mwt.config import REDUCTIONS
 from mwt.errors import MwtError
-
-REDUCTIONS = ("classes", "pairs")
 
 
 def _layers(masks) -> list[torch.Tensor]:

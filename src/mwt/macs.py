@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from mwt.errors import MwtError
+from mwt.inference import evaluating
 
 _FREE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
          nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
@@ -95,7 +96,6 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], *, per_layer: boo
             counts[name] = counts.get(name, 0) + int(rule(module, inp, output))
         return hook
 
-    was_training = model.training
     try:
         for name, module in model.named_modules():
             if next(module.children(), None) is not None:
@@ -106,8 +106,7 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], *, per_layer: boo
             elif not isinstance(module, _FREE) and next(module.parameters(False), None) is not None:
                 uncounted.append(name)
         # eval mode: dropout off and BN uses running stats, so a batch of one zero sample is valid.
-        model.eval()
-        with torch.no_grad():
+        with evaluating(model):
             try:
                 model(torch.zeros((1, *shape), device=device, dtype=dtype), **forward_kwargs)
             except RuntimeError as exc:
@@ -117,7 +116,6 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], *, per_layer: boo
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
 
     total = sum(counts.values())
     if not per_layer:

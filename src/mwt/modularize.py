@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from mwt.data import as_tensors
 from mwt.errors import CheckpointError, MwtError, MwtWarning
-from mwt.gates import conv_bn_pairs, gated_layers, is_modular, model_config, trace
+from mwt.gates import gateable_layers, is_modular, model_config
+from mwt.inference import batches, evaluating
 from mwt.io import read_artifact, read_json, write_artifact
 from mwt.metrics import jaccard_cohesion, jaccard_coupling, kernel_retention_rate
 
@@ -355,11 +356,9 @@ class _Relevance(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        gm = trace(model)
-        modules = dict(gm.named_modules())
-        pairs = conv_bn_pairs(gm.graph, modules)[1:]  # the first conv is never gated
-        self.bns = [modules[bn.target] for _, bn in pairs]
-        self.layers = [(conv.target, modules[conv.target].out_channels) for conv, _ in pairs]
+        layers = gateable_layers(model)  # the convs make_modular would gate, in mask order
+        self.bns = [model.get_submodule(layer.bn) for layer in layers]
+        self.layers = [(layer.conv, layer.kernels) for layer in layers]
         self.model = model
 
     def forward(self, x):
@@ -375,12 +374,9 @@ class _Relevance(nn.Module):
 
 
 def _layer_sizes(model) -> list[tuple[str, int]]:
-    if is_modular(model):
-        return [(layer.conv, layer.kernels) for layer in gated_layers(model)]
-    return _Relevance(model).layers
+    return [(layer.conv, layer.kernels) for layer in gateable_layers(model)]
 
 
-@torch.no_grad()
 def collect_kernel_sets(model: nn.Module, data, batch_size: int = 1024, device=None):
     """One eval-mode pass: bool kernel sets [S, K], labels [S] and gate values summed per class."""
     batch_size = check_batch_size(batch_size)
@@ -392,13 +388,9 @@ def collect_kernel_sets(model: nn.Module, data, batch_size: int = 1024, device=N
     num_classes = model_config(model).get("num_classes") or int(y_all.max()) + 1
     if int(y_all.max()) >= num_classes or int(y_all.min()) < 0:
         raise MwtError(f"labels must lie in 0..{num_classes - 1}")
-    was_training = model.training
-    model.eval()
     sets, gate_sums = [], None
-    try:
-        for start in range(0, len(y_all), batch_size):
-            x = x_all[start:start + batch_size].to(device, non_blocking=True)
-            y = y_all[start:start + batch_size].to(device)
+    with evaluating(model):
+        for x, y in batches(x_all, y_all, batch_size, device):
             if is_modular(model):
                 _, masks = model(x, return_masks=True)
             else:
@@ -408,8 +400,6 @@ def collect_kernel_sets(model: nn.Module, data, batch_size: int = 1024, device=N
             part = onehot.T @ flat
             gate_sums = part if gate_sums is None else gate_sums + part
             sets.append((flat > 0).cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(sets), y_all.cpu(), gate_sums.cpu()
 
 

@@ -21,6 +21,7 @@ from mwt.data import as_tensors
 from mwt.errors import MwtError, MwtWarning
 from mwt.extract import extract_module, kernel_share
 from mwt.gates import count_gated_kernels, model_config
+from mwt.inference import batches, evaluating
 from mwt.macs import count_macs
 from mwt.modularize import ModuleSet
 from mwt.train import resolve_augmentation, resolve_device, steps_per_epoch, train
@@ -54,22 +55,18 @@ def select_classes(data, classes: list[int]):
     return x[keep], new[keep]
 
 
-@torch.no_grad()
 def subtask_accuracy(model: nn.Module, data, classes: list[int] | None = None,
                      batch_size: int = 1024) -> float:
     """Accuracy on (x, y) with y in 0..M-1. With ``classes``, ``model`` gives N-way logits and
     predicts the best of the M target classes' logits (a module used without fine-tuning)."""
     x_all, y_all = data
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     correct = 0
-    for start in range(0, len(y_all), batch_size):
-        logits = model(x_all[start:start + batch_size].to(device))
-        if classes is not None:
-            logits = logits[:, classes]
-        correct += int((logits.argmax(1).cpu() == y_all[start:start + batch_size].cpu()).sum())
-    model.train(was_training)
+    with evaluating(model):
+        for x, y in batches(x_all, y_all, batch_size, next(model.parameters()).device):
+            logits = model(x)
+            if classes is not None:
+                logits = logits[:, classes]
+            correct += int((logits.argmax(1) == y).sum())
     return correct / max(len(y_all), 1)
 
 
@@ -162,7 +159,6 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
     for note in sub.report["warnings"]:
         warnings.warn(note, MwtWarning, stacklevel=2)
     sub.input_shape = input_shape
-    sub.base_config = model_config(model)
     return sub
 
 

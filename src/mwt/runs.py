@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from mwt.checkpoint import WEIGHTS, load_run
+from mwt.config import RunSpec, make_config
 from mwt.data import ImageData, load_dataset
 from mwt.errors import CheckpointError, MwtError
 from mwt.gates import make_modular
@@ -20,104 +21,35 @@ from mwt.models import create_model
 from mwt.modularize import ModuleSet, check_batch_size, check_tau, modularize
 from mwt.module_io import check_module_out, save_module
 from mwt.reuse import ReusedModule, reuse, select_classes, subtask_accuracy
-from mwt.train import (
-    TrainConfig,
-    check_run_dir,
-    default_alpha_beta,
-    is_run_dir,
-    resolve_device,
-    train,
-)
-
-# The settings `mwt train` saves in config.json ("cli") and `--resume` reads back, with the
-# types they must have there: a hand-edited or damaged config.json is a clear error.
-_NUM = (int, float)
-SETTINGS_TYPES: dict[str, tuple] = {
-    "model": (str,), "dataset": (str,), "width": _NUM, "epochs": (int,), "standard": (bool,),
-    "alpha": (*_NUM, type(None)), "beta": (*_NUM, type(None)), "seed": (int,),
-    "data_dir": (str, type(None)), "download": (bool,), "hflip": (bool,), "augment": (bool,),
-    "lr": _NUM, "weight_decay": _NUM, "batch_size": (int,), "reduction": (str,),
-}
+from mwt.train import check_run_dir, is_run_dir, resolve_device, train
 
 
-def check_settings(settings: dict, where) -> dict:
-    """The saved settings of a run, checked to be the ones `mwt train` writes."""
-    if not isinstance(settings, dict):
-        raise CheckpointError(f"{where} has no usable settings")
-    unknown = sorted(set(settings) - set(SETTINGS_TYPES))
-    if unknown:
-        raise CheckpointError(f"{where} has unknown setting(s): {', '.join(unknown)}")
-    for key, value in settings.items():
-        types = SETTINGS_TYPES[key]
-        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
-            raise CheckpointError(f"{where}: setting {key} has the wrong type "
-                                  f"({type(value).__name__})")
-    for key in ("model", "dataset"):
-        if key not in settings:
-            raise CheckpointError(f"{where} does not name its {key}")
-    return settings
-
-
-def check_options(epochs, alpha, beta, seed, options) -> None:
-    """TrainConfig's checks, run before any data is loaded."""
-    unknown = set(options) - set(TrainConfig.__dataclass_fields__)
-    if unknown:
-        raise MwtError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-    TrainConfig(epochs=epochs, alpha=0.5 if alpha is None else alpha,
-                beta=1.5 if beta is None else beta, seed=seed, **options).validate()
-
-
-def train_run(out, *, model: str = "vgg16", dataset: str = "demo", width: float = 1.0,
-              epochs: int = 200, standard: bool = False, alpha: float | None = None,
-              beta: float | None = None, seed: int = 0, data_dir=None, download: bool = False,
-              resume: bool = False, device=None, progress: bool = True, verbose: bool = True,
-              hflip: bool = True, augment: bool = True, **options):
-    """Train a registered model on a registered dataset into run directory ``out``.
-
-    alpha/beta default to the paper's Table 1 for the model and dataset. The dataset's own
-    augmentation is used unless ``augment=False`` (none) or ``hflip=False`` (no flips).
-    ``options`` go to ``mwt.train`` (lr, batch_size, weight_decay, reduction, ...).
-    """
+def train_run(out, spec: RunSpec | None = None, *, resume: bool = False, device=None,
+              progress: bool = True, verbose: bool = True, **settings):
+    """Train the run described by ``spec`` (or by flat ``settings``, see
+    ``RunSpec.from_settings``) into run directory ``out``; with ``resume=True`` and no spec,
+    the run's own saved spec is continued (``epochs=`` may extend it)."""
     check_run_dir(out, resume)
-    check_options(epochs, alpha, beta, seed, options)
-    with torch.device("meta"):  # checks name, width, ... without allocating the model
-        create_model(model, 10, 1, width)
+    if spec is None and resume and not set(settings) - {"epochs"}:
+        spec = RunSpec.load(out)
+        if settings.get("epochs") is not None:
+            spec.train = make_config(spec.train, epochs=settings["epochs"])
+    elif spec is None:
+        spec = RunSpec.from_settings(**settings)
+    elif settings:
+        raise MwtError("give train_run either a RunSpec or settings, not both")
+    spec.validate()
     device = resolve_device(device)
-    train_data = load_dataset(dataset, "train", data_dir, download=download)
-    test_data = load_dataset(dataset, "test", data_dir, download=download)
-    a_def, b_def = default_alpha_beta(model, dataset)
-    alpha = a_def if alpha is None else alpha
-    beta = b_def if beta is None else beta
-    torch.manual_seed(seed)
-    net = create_model(model, train_data.num_classes, train_data.in_channels, width)
-    if not standard:
+    train_data = load_dataset(spec.dataset, "train", spec.data_dir, download=spec.download)
+    test_data = load_dataset(spec.dataset, "test", spec.data_dir, download=spec.download)
+    torch.manual_seed(spec.train.seed)
+    net = create_model(spec.model, train_data.num_classes, train_data.in_channels, spec.width)
+    if not spec.standard:
         net = make_modular(net)
-    settings = {"model": model, "dataset": dataset, "width": width, "epochs": epochs,
-                "standard": standard, "alpha": alpha, "beta": beta, "seed": seed,
-                "data_dir": None if data_dir is None else str(data_dir), "download": download,
-                "hflip": hflip, "augment": augment, **options}
     info = {"dataset": train_data.name, "classes": list(train_data.classes),
-            "mean": list(train_data.mean), "std": list(train_data.std), "cli": settings}
-    if not augment:
-        options = {**options, "crop_padding": 0, "hflip": False}
-    elif not hflip:
-        options = {**options, "hflip": False}
-    return train(net, train_data, test_data, epochs=epochs, alpha=alpha, beta=beta, out=out,
-                 resume=resume, device=device, progress=progress, verbose=verbose,
-                 run_info=info, seed=seed, **options)
-
-
-def resume_settings(out) -> dict:
-    """The settings a run was started with, from its config.json (for ``--resume``)."""
-    from mwt.io import read_json
-
-    out = Path(out)
-    if not (out / "config.json").exists():
-        raise MwtError(f"nothing to resume: {out} does not exist or holds no run")
-    saved = read_json(out / "config.json").get("cli")
-    if not saved:
-        raise MwtError(f"{out} was not made by `mwt train`; resume it from Python")
-    return dict(check_settings(saved, out / "config.json"))
+            "mean": list(train_data.mean), "std": list(train_data.std), "run": spec.to_dict()}
+    return train(net, train_data, test_data, out=out, resume=resume, device=device,
+                 progress=progress, verbose=verbose, run_info=info, config=spec.train)
 
 
 def run_dataset(config: dict, split: str, data_dir=None) -> ImageData:
@@ -125,7 +57,8 @@ def run_dataset(config: dict, split: str, data_dir=None) -> ImageData:
     name = config.get("dataset")
     if not name or not isinstance(name, str):
         raise MwtError("the run does not name its dataset; it was not made by `mwt train`")
-    saved_dir = (config.get("cli") or {}).get("data_dir")
+    saved = config.get("run") or config.get("cli") or {}
+    saved_dir = saved.get("data_dir") if isinstance(saved, dict) else None
     if data_dir is None and not isinstance(saved_dir, (str, type(None))):
         raise CheckpointError("the run's saved data_dir is not a path")
     return load_dataset(name, split, data_dir if data_dir is not None else saved_dir)
@@ -230,5 +163,5 @@ def standard_subtask_accuracy(run_dir, classes: list[int], data_dir=None, device
     return subtask_accuracy(model, test, classes)
 
 
-__all__ = ["train_run", "resume_settings", "modularize_run", "load_modules", "reuse_run",
+__all__ = ["RunSpec", "train_run", "modularize_run", "load_modules", "reuse_run",
            "run_dataset", "standard_subtask_accuracy", "is_run_dir"]

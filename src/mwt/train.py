@@ -19,10 +19,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mwt.checkpoint import WEIGHTS, load_checkpoint_into, save_checkpoint
+from mwt.config import (
+    TrainConfig,
+    make_config,
+)
 from mwt.data import as_tensors
 from mwt.data.augment import Augmentation, augment, default_crop_padding
 from mwt.errors import MwtError, MwtWarning
 from mwt.gates import is_modular, kernel_rate, model_config
+from mwt.inference import batches, evaluating
 from mwt.io import (
     LOCK_FILE,
     TEMP_PREFIX,
@@ -33,90 +38,11 @@ from mwt.io import (
     write_json,
     write_json_lines,
 )
-from mwt.losses import REDUCTIONS, modular_objective
-
-# Table 1 of the paper: (alpha, beta) per model and dataset; others use DEFAULT_ALPHA_BETA.
-PAPER_ALPHA_BETA = {
-    ("vgg16", "cifar10"): (0.5, 1.5), ("vgg16", "svhn"): (1.0, 2.0),
-    ("resnet18", "cifar10"): (0.5, 1.5), ("resnet18", "svhn"): (1.3, 1.5),
-    ("simcnn", "cifar10"): (0.5, 3.5), ("simcnn", "svhn"): (0.5, 2.0),
-    ("rescnn", "cifar10"): (1.0, 2.2), ("rescnn", "svhn"): (1.0, 1.8),
-}
-DEFAULT_ALPHA_BETA = (0.5, 1.5)
-
-
-def default_alpha_beta(model: str | None, dataset: str | None) -> tuple[float, float]:
-    return PAPER_ALPHA_BETA.get((str(model).lower(), str(dataset).lower()), DEFAULT_ALPHA_BETA)
-
+from mwt.losses import modular_objective
 
 RUN_FORMAT = "mwt-run/1"
-MAX_SEED = 2**63 - 1
 # A modular run whose kernel rate ends above this has not become modular (gates start open).
 UNMODULAR_KERNEL_RATE = 0.8
-
-
-def _real(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of one run (defaults: the paper's Table 1 and section 4.1).
-
-    ``crop_padding`` / ``hflip`` left at None are decided by the data: a registered dataset's
-    own augmentation, none for tensors, Datasets and DataLoaders (see ``train``'s ``augment``).
-    """
-
-    epochs: int = 200
-    lr: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    alpha: float = 0.5
-    beta: float = 1.5
-    reduction: str = "classes"
-    crop_padding: int | None = None
-    hflip: bool | None = None
-    seed: int = 0
-    eval_batch_size: int = 1024
-
-    def validate(self) -> None:
-        """One clear error for the first bad field, before any work starts."""
-        if not _int(self.epochs) or not 1 <= self.epochs <= 100_000:
-            raise MwtError(f"epochs must be an integer from 1 to 100000, got {self.epochs!r}")
-        if not _real(self.lr) or not self.lr > 0:
-            raise MwtError(f"lr must be a positive finite number, got {self.lr!r}")
-        if not _real(self.momentum) or not 0 <= self.momentum < 1:
-            raise MwtError(f"momentum must lie in [0, 1), got {self.momentum!r}")
-        if not isinstance(self.nesterov, bool):
-            raise MwtError(f"nesterov must be true or false, got {self.nesterov!r}")
-        if not _real(self.weight_decay) or self.weight_decay < 0:
-            raise MwtError(f"weight decay must be a finite number >= 0, got "
-                           f"{self.weight_decay!r}")
-        if not _int(self.batch_size) or self.batch_size < 2:
-            raise MwtError(f"batch size must be an integer of at least 2, got "
-                           f"{self.batch_size!r}")
-        if not _int(self.eval_batch_size) or self.eval_batch_size < 1:
-            raise MwtError(f"eval batch size must be a positive integer, got "
-                           f"{self.eval_batch_size!r}")
-        if not (_real(self.alpha) and _real(self.beta)) or self.alpha < 0 or self.beta < 0:
-            raise MwtError(f"alpha and beta must be finite and >= 0, got {self.alpha!r} and "
-                           f"{self.beta!r}")
-        if self.reduction not in REDUCTIONS:
-            raise MwtError(f"reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
-        if self.crop_padding is not None and (not _int(self.crop_padding)
-                                              or not 0 <= self.crop_padding <= 64):
-            raise MwtError(f"crop padding must be an integer from 0 to 64, got "
-                           f"{self.crop_padding!r}")
-        if self.hflip is not None and not isinstance(self.hflip, bool):
-            raise MwtError(f"hflip must be true or false, got {self.hflip!r}")
-        if not _int(self.seed) or not 0 <= self.seed <= MAX_SEED:
-            raise MwtError(f"seed must be an integer from 0 to 2**63 - 1, got {self.seed!r}")
 
 
 def resolve_augmentation(augment, data, image_shape) -> Augmentation:
@@ -153,7 +79,6 @@ def resolve_augmentation(augment, data, image_shape) -> Augmentation:
 class TrainResult:
     model: nn.Module
     history: list[dict] = field(default_factory=list)
-    out: Path | None = None
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -223,22 +148,19 @@ def _batch_stats(model, x, y, config: TrainConfig, modular: bool):
     return loss, {k: v.detach() for k, v in stats.items()}
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, data, config: TrainConfig | None = None,
              device: torch.device | str | None = None) -> dict[str, float]:
     """Accuracy, CE and (for a modular model) the MwT losses and kernel rate on a data set."""
-    config = config or TrainConfig()
+    if config is None or config.alpha is None or config.beta is None:
+        config = (config or TrainConfig()).resolved(model_config(model).get("name"),
+                                                    getattr(data, "name", None), Augmentation())
     device = torch.device(device) if device is not None else next(model.parameters()).device
     x_all, y_all = as_tensors(data)
-    was_training = model.training
-    model.eval()
     meter, modular = _Meter(), is_modular(model)
-    for start in range(0, len(y_all), config.eval_batch_size):
-        x = x_all[start:start + config.eval_batch_size].to(device, non_blocking=True)
-        y = y_all[start:start + config.eval_batch_size].to(device, non_blocking=True)
-        _, stats = _batch_stats(model, x, y, config, modular)
-        meter.add(len(y), **stats)
-    model.train(was_training)
+    with evaluating(model):
+        for x, y in batches(x_all, y_all, config.eval_batch_size, device):
+            _, stats = _batch_stats(model, x, y, config, modular)
+            meter.add(len(y), **stats)
     return meter.means()
 
 
@@ -259,7 +181,7 @@ def _check_data(x: torch.Tensor, y: torch.Tensor, model: nn.Module, what: str) -
         raise MwtError(f"{what} data has a negative label {int(y.min())}")
 
 
-def train(model: nn.Module, train_data, test_data=None, *, epochs: int = 200,
+def train(model: nn.Module, train_data, test_data=None, *, epochs: int | None = None,
           alpha: float | None = None, beta: float | None = None, out=None, resume: bool = False,
           device: torch.device | str | None = None, progress: bool = True, verbose: bool = True,
           run_info: dict | None = None, restore_best: bool = False, augment=None,
@@ -277,16 +199,13 @@ def train(model: nn.Module, train_data, test_data=None, *, epochs: int = 200,
     tensors, Datasets and DataLoaders are not augmented. ``True`` asks for a random crop padded
     by 1/8 of the image side plus flips, ``False`` for none, ``Augmentation(crop_padding, hflip)``
     for exactly that. ``crop_padding=`` / ``hflip=`` options override either part.
-    ``options``: any other ``TrainConfig`` field (lr, batch_size, seed, reduction, ...).
+    ``options``: any other ``TrainConfig`` field (lr, batch_size, seed, reduction, ...), or
+    ``config=TrainConfig(...)`` as a whole; fields not given keep ``TrainConfig``'s defaults, and
+    alpha/beta default to the paper's Table 1 for a registered model and dataset.
     The run directory ``out`` is locked for the whole call: a second process gets a clear error.
     """
-    unknown = set(options) - set(TrainConfig.__dataclass_fields__)
-    if unknown:
-        raise MwtError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-    a_def, b_def = DEFAULT_ALPHA_BETA
-    config = TrainConfig(epochs=epochs, alpha=a_def if alpha is None else alpha,
-                         beta=b_def if beta is None else beta, **options)
-    config.validate()
+    config = make_config(options.pop("config", None), epochs=epochs, alpha=alpha, beta=beta,
+                         **options)
     device = resolve_device(device)
     if restore_best and test_data is None:
         raise MwtError("restore_best needs validation data passed as test_data")
@@ -298,12 +217,8 @@ def train(model: nn.Module, train_data, test_data=None, *, epochs: int = 200,
     if test_data is not None:
         test = as_tensors(test_data)
         _check_data(*test, model, "test")
-    aug = resolve_augmentation(augment, train_data, x_train.shape)
-    if config.crop_padding is None:
-        config.crop_padding = int(aug.crop_padding)
-    if config.hflip is None:
-        config.hflip = bool(aug.hflip)
-    config.validate()
+    config = config.resolved(model_config(model).get("name"), getattr(train_data, "name", None),
+                             resolve_augmentation(augment, train_data, x_train.shape))
     if out is None:
         return _train(model, config, x_train, y_train, test, device, None, resume, progress,
                       verbose, run_info, restore_best)
@@ -387,7 +302,7 @@ def _train(model, config: TrainConfig, x_train, y_train, test, device, out, resu
     notes = _run_warnings(history, modular)
     for note in notes:
         warnings.warn(note, MwtWarning, stacklevel=3)
-    return TrainResult(model=model, history=history, out=out, warnings=notes)
+    return TrainResult(model=model, history=history, warnings=notes)
 
 
 def _run_warnings(history: list[dict], modular: bool) -> list[str]:
@@ -446,9 +361,11 @@ def check_run_dir(out, resume: bool) -> Path:
     if out.exists() and not out.is_dir():
         raise MwtError(f"{out} is a file, not a run directory")
     if resume:
+        if not out.exists():
+            raise MwtError(f"nothing to resume: {out} does not exist")
         if not is_run_dir(out):
-            raise MwtError(f"nothing to resume: {out} holds no run (no config.json of mwt "
-                           "train)")
+            raise MwtError(f"nothing to resume: {out} holds no run (no config.json of "
+                           "`mwt train`)")
         return out
     if out.is_dir():
         if is_run_dir(out):

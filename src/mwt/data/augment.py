@@ -43,9 +43,9 @@ class Augmentation:
             pad = -1
         if pad < 0:
             raise MwtError(f"Augmentation crop_padding must be an integer >= 0, got "
-                           f"{self.crop_padding!r}.")
+                           f"{self.crop_padding!r}")
         if not isinstance(self.hflip, bool | np.bool_):
-            raise MwtError(f"Augmentation hflip must be True or False, got {self.hflip!r}.")
+            raise MwtError(f"Augmentation hflip must be True or False, got {self.hflip!r}")
         object.__setattr__(self, "crop_padding", pad)
         object.__setattr__(self, "hflip", bool(self.hflip))
 
@@ -60,18 +60,18 @@ def default_crop_padding(height: int, width: int) -> int:
     scaled with the image side (1/8 of the smaller side, rounded, at least 1)."""
     side = min(int(height), int(width))
     if side <= 0:
-        raise MwtError(f"default_crop_padding needs a positive image size, got {height}x{width}.")
+        raise MwtError(f"default_crop_padding needs a positive image size, got {height}x{width}")
     return max(1, int(side / 8 + 0.5))
 
 
 def _check(x: torch.Tensor, generator: torch.Generator | None, what: str) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise MwtError(f"{what} needs a batch tensor [N, C, H, W], got {shape}.")
+        raise MwtError(f"{what} needs a batch tensor [N, C, H, W], got {shape}")
     if generator is not None and generator.device.type != x.device.type:
         raise MwtError(
             f"{what} got a {generator.device.type} generator for a {x.device.type} batch; create "
-            f"it with torch.Generator(device={x.device.type!r})."
+            f"it with torch.Generator(device={x.device.type!r})"
         )
 
 
@@ -86,7 +86,7 @@ def random_crop(
     _check(x, generator, "random_crop")
     padding = int(padding)
     if padding < 0:
-        raise MwtError(f"random_crop padding must be >= 0, got {padding}.")
+        raise MwtError(f"random_crop padding must be >= 0, got {padding}")
     if padding == 0 or x.shape[0] == 0:
         return x
     n, c, h, w = x.shape

@@ -7,6 +7,9 @@ real name.  Archives (CIFAR) are downloaded under a temporary name and extracted
 into a temporary directory, refusing absolute paths, ``..`` components, links and device files;
 only the dataset's own folder is then moved into place, and never over an existing one: torch-mwt
 does not delete a directory it did not create.
+
+What is fetched comes from the specs of :mod:`mwt.data.builtin` (as :data:`SOURCES`); this module
+does not use the registry, whose loaders call it.
 """
 
 from __future__ import annotations
@@ -23,100 +26,28 @@ import urllib.request
 import zlib
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from typing import NamedTuple
 
+from mwt.data.builtin import BUILTIN_DATASETS
+from mwt.data.spec import DatasetSpec, OfficialFile
 from mwt.errors import MwtError
 
 __all__ = ["download", "cache_dir", "SOURCES", "OfficialFile", "safe_extract"]
 
 
-class OfficialFile(NamedTuple):
-    """One official file of a dataset: its name and what a good copy must look like."""
+def _source(spec: DatasetSpec) -> dict:
+    return {
+        "base_url": spec.urls[0],
+        "fallback_urls": list(spec.urls[1:]),
+        "files": {split: list(files) for split, files in spec.files.items()},
+        "extract_to": spec.extract_to,
+    }
 
-    name: str
-    sha256: str | None
-    size: int | None = None
-    md5: str | None = None
 
-
-# Where the checksums come from (no value here is computed by us):
-# * Fashion-MNIST: sizes and SHA-256 from tensorflow/datasets
-#   ``tensorflow_datasets/url_checksums/fashion_mnist.txt`` (the same SHA-256 are pinned in
-#   keras ``keras/src/datasets/fashion_mnist.py``); MD5 from the zalandoresearch/fashion-mnist
-#   README.
-# * CIFAR-10 / CIFAR-100 python archives: SHA-256 from keras ``keras/src/datasets/cifar10.py``
-#   and ``cifar100.py`` (also torchvision's prototype ``datasets/_builtin/cifar.py``); MD5 from
-#   https://www.cs.toronto.edu/~kriz/cifar.html; sizes as the server reports them.
-# * SVHN cropped digits: sizes and SHA-256 from tensorflow/datasets
-#   ``tensorflow_datasets/url_checksums/svhn_cropped.txt`` (also torchvision's prototype
-#   ``datasets/_builtin/svhn.py``); MD5 from torchvision ``datasets/svhn.py``.
-#
-# URLs: Fashion-MNIST's bucket is served over https by its S3 REST endpoint (the website
-# endpoint in the README is http-only), with the website endpoint as a fallback; CIFAR is https;
-# SVHN's official server is only documented over http -- the pinned SHA-256 guards its content.
-_FMNIST_URLS = ("https://fashion-mnist.s3.eu-central-1.amazonaws.com/",
-                "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/")
-_CIFAR_URL = "https://www.cs.toronto.edu/~kriz/"
-_SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
-
-_FMNIST_FILES = {
-    "train": [
-        OfficialFile("train-images-idx3-ubyte.gz",
-                     "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-                     26421880, "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-        OfficialFile("train-labels-idx1-ubyte.gz",
-                     "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-                     29515, "25c81989df183df01b3e8a0aad5dffbe"),
-    ],
-    "test": [
-        OfficialFile("t10k-images-idx3-ubyte.gz",
-                     "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-                     4422102, "bef4ecab320f06d8554ea6380940ec79"),
-        OfficialFile("t10k-labels-idx1-ubyte.gz",
-                     "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
-                     5148, "bb300cfdad3c16e7a12a480ee83cd310"),
-    ],
-}
-_CIFAR10_FILE = OfficialFile("cifar-10-python.tar.gz",
-                             "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
-                             170498071, "c58f30108f718f92721af3b95e74349a")
-_CIFAR100_FILE = OfficialFile("cifar-100-python.tar.gz",
-                              "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
-                              169001437, "eb9058c3a382ffc7106e4002c42a8d85")
-
-# name -> base URL (then fallback URLs, tried only when the previous server cannot be reached),
-# per-split list of official files, and the folder an archive must hold (None: no archive).
+# Canonical name -> base URL (then fallback URLs, tried only when the previous server cannot be
+# reached), per-split list of official files, and the folder an archive must hold (None: no
+# archive).  Built from the specs of mwt.data.builtin; tests and mirrors may patch an entry.
 SOURCES: dict[str, dict] = {
-    "fashion-mnist": {
-        "base_url": _FMNIST_URLS[0],
-        "fallback_urls": list(_FMNIST_URLS[1:]),
-        "files": _FMNIST_FILES,
-        "extract_to": None,
-    },
-    "cifar10": {
-        "base_url": _CIFAR_URL,
-        "files": {"train": [_CIFAR10_FILE], "test": [_CIFAR10_FILE]},
-        "extract_to": "cifar-10-batches-py",
-    },
-    "cifar100": {
-        "base_url": _CIFAR_URL,
-        "files": {"train": [_CIFAR100_FILE], "test": [_CIFAR100_FILE]},
-        "extract_to": "cifar-100-python",
-    },
-    "svhn": {
-        "base_url": _SVHN_URL,
-        "files": {
-            "train": [OfficialFile(
-                "train_32x32.mat",
-                "435e94d69a87fde4fd4d7f3dd208dfc32cb6ae8af2240d066de1df7508d083b8",
-                182040794, "e26dedcc434d2e4c54c9b2d4a06d8373")],
-            "test": [OfficialFile(
-                "test_32x32.mat",
-                "cdce80dfb2a2c4c6160906d0bd7c68ec5a99d7ca4831afa54f09182025b6a75b",
-                64275384, "eb5a983be6a315427106f1b164d9cef3")],
-        },
-        "extract_to": None,
-    },
+    spec.name: _source(spec) for spec in BUILTIN_DATASETS if spec.urls
 }
 
 _CHUNK = 1 << 20
@@ -160,8 +91,8 @@ def _fetch(url: str, dest: Path, official: OfficialFile | None, progress: bool, 
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{label}.", suffix=".part", dir=dest.parent)
     except OSError as exc:
-        raise MwtError(f"Cannot write into the download directory {dest.parent} "
-                       f"({exc.strerror or exc}); pass another data dir.") from exc
+        raise MwtError(f"cannot write into the download directory {dest.parent} "
+                       f"({exc.strerror or exc}); pass another data dir") from exc
     tmp = Path(tmp_name)
     try:
         sha256, md5 = hashlib.sha256(), _md5_new()
@@ -195,13 +126,13 @@ def _fetch(url: str, dest: Path, official: OfficialFile | None, progress: bool, 
             if isinstance(exc, http.client.IncompleteRead):
                 reason = "the connection closed before the whole file arrived"
             raise _Unreachable(
-                f"Could not download {url} ({reason}); check the network, or fetch the file by "
-                f"hand into {dest.parent}.", f"{url}: {reason}"
+                f"could not download {url} ({reason}); check the network, or fetch the file by "
+                f"hand into {dest.parent}", f"{url}: {reason}"
             ) from exc
         if total is not None and received != total:
             raise _Unreachable(
-                f"Download of {url} stopped after {received} of {total} bytes, so nothing was "
-                "kept; try again.", f"{url}: stopped after {received} of {total} bytes"
+                f"the download of {url} stopped after {received} of {total} bytes, so nothing was "
+                "kept; try again", f"{url}: stopped after {received} of {total} bytes"
             )
         _verify(url, official, received, sha256.hexdigest(), md5.hexdigest())
         os.replace(tmp, dest)
@@ -216,15 +147,15 @@ def _verify(url: str, official: OfficialFile | None, size: int, sha256: str, md5
     if official is None:
         return
     why = ("so it was corrupted in transit or changed on the server and was not kept; try again "
-           "(or pass verify=False for a mirror that serves other bytes).")
+           "(or pass verify=False for a mirror that serves other bytes)")
     if official.size is not None and size != official.size:
-        raise MwtError(f"Downloaded {url} is {size} bytes instead of the official "
+        raise MwtError(f"downloaded {url} is {size} bytes instead of the official "
                        f"{official.size}, {why}")
     if official.sha256 is not None and sha256 != official.sha256.lower():
-        raise MwtError(f"Downloaded {url} has SHA-256 {sha256} instead of the official "
+        raise MwtError(f"downloaded {url} has SHA-256 {sha256} instead of the official "
                        f"{official.sha256}, {why}")
     if official.md5 is not None and md5 != official.md5.lower():
-        raise MwtError(f"Downloaded {url} has MD5 {md5} instead of the official {official.md5}, "
+        raise MwtError(f"downloaded {url} has MD5 {md5} instead of the official {official.md5}, "
                        f"{why}")
 
 
@@ -242,8 +173,8 @@ def _fetch_any(bases: list[str], official: OfficialFile, dest: Path, verify: boo
     if len(failures) == 1:
         raise failures[0]
     reasons = "; ".join(f.reason for f in failures)
-    raise MwtError(f"Could not download {official.name} from any server ({reasons}); check the "
-                   f"network, or fetch the file by hand into {dest.parent}.") from failures[-1]
+    raise MwtError(f"could not download {official.name} from any server ({reasons}); check the "
+                   f"network, or fetch the file by hand into {dest.parent}") from failures[-1]
 
 
 def _safe_member_path(member: tarfile.TarInfo, archive: Path) -> PurePosixPath:
@@ -257,11 +188,11 @@ def _safe_member_path(member: tarfile.TarInfo, archive: Path) -> PurePosixPath:
         or any(part == ".." for part in path.parts)
         or "\\" in name
     ):
-        raise MwtError(f"Refused to extract {archive}: member {name!r} would be written outside "
-                       "the target directory; the archive is corrupted or malicious.")
+        raise MwtError(f"refused to extract {archive}: member {name!r} would be written outside "
+                       "the target directory; the archive is corrupted or malicious")
     if not (member.isfile() or member.isdir()):
-        raise MwtError(f"Refused to extract {archive}: member {name!r} is a link or special "
-                       "file, which the official archive never contains.")
+        raise MwtError(f"refused to extract {archive}: member {name!r} is a link or special "
+                       "file, which the official archive never contains")
     return path
 
 
@@ -271,7 +202,7 @@ def _occupied(path: Path) -> bool:
 
 def _already_there(path: Path) -> MwtError:
     return MwtError(f"{path} already exists, and torch-mwt never deletes what it did not create; "
-                    "move or delete it yourself, then extract or download again.")
+                    "move or delete it yourself, then extract or download again")
 
 
 def safe_extract(archive: str | os.PathLike, target: str | os.PathLike,
@@ -290,15 +221,15 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike,
     if expected is not None and (not expected or expected in (".", "..")
                                  or "/" in expected or "\\" in expected):
         raise MwtError(f"safe_extract expected must be a plain file or folder name, got "
-                       f"{expected!r}.")
+                       f"{expected!r}")
     if expected is not None and _occupied(target / expected):
         raise _already_there(target / expected)
     try:
         target.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=target))
     except OSError as exc:
-        raise MwtError(f"Cannot extract into {target} ({exc.strerror or exc}); pass another "
-                       "directory.") from exc
+        raise MwtError(f"cannot extract into {target} ({exc.strerror or exc}); pass another "
+                       "directory") from exc
     try:
         try:
             with tarfile.open(archive, "r:*") as tf:
@@ -317,12 +248,12 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike,
                     with src, open(dest, "wb") as out:
                         shutil.copyfileobj(src, out, _CHUNK)
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-            raise MwtError(f"Could not extract {archive} ({exc}); delete it and download it "
-                           "again.") from exc
+            raise MwtError(f"could not extract {archive} ({exc}); delete it and download it "
+                           "again") from exc
         if expected is not None:
             if not _occupied(staging / expected):
                 raise MwtError(f"{archive} does not contain {expected}, so it is not the "
-                               "expected archive; delete it and download it again.")
+                               "expected archive; delete it and download it again")
             entries = [staging / expected]
         else:
             entries = sorted(staging.iterdir())
@@ -337,8 +268,8 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike,
             try:
                 os.rename(entry, final)
             except OSError as exc:
-                raise MwtError(f"Could not move the extracted {entry.name} to {final} "
-                               f"({exc.strerror or exc}).") from exc
+                raise MwtError(f"could not move the extracted {entry.name} to {final} "
+                               f"({exc.strerror or exc})") from exc
             created.append(final)
         return created
     finally:
@@ -346,13 +277,13 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike,
 
 
 def _canonical(name: str) -> str:
-    from mwt.data.registry import canonical_name
-
-    canon = canonical_name(name)
-    if canon not in SOURCES:
-        raise MwtError(f"Dataset {name!r} cannot be downloaded; downloadable ones are "
-                       f"{', '.join(sorted(SOURCES))}.")
-    return canon
+    """The :data:`SOURCES` key for ``name`` (case-insensitive, a built-in alias resolved)."""
+    key = str(name).strip().lower()
+    key = next((spec.name for spec in BUILTIN_DATASETS if key in spec.aliases), key)
+    if key not in SOURCES:
+        raise MwtError(f"dataset {name!r} cannot be downloaded; downloadable datasets: "
+                       f"{', '.join(sorted(SOURCES))}")
+    return key
 
 
 def download(
@@ -369,19 +300,19 @@ def download(
 ) -> Path:
     """Download the official files of dataset ``name`` into ``data_dir``; returns that directory.
 
-    ``data_dir`` defaults to ``~/.cache/mwt/<name>``.  ``splits`` limits the files to those
-    splits (a name or a list; default: all).  ``base_url`` replaces the official server (the file
-    names are appended to it).  Every file's size, SHA-256 and MD5 are compared with the official
-    values and a file that differs is refused; ``verify=False`` skips that (for mirrors serving
-    other bytes; ``check_md5`` is the older name of ``verify``).  ``force`` re-downloads files
-    already present; an archive's folder (``cifar-10-batches-py``) is never deleted, so with
-    ``force`` an existing one is an error.  CIFAR archives are extracted safely and then
-    deleted.  Raises :class:`~mwt.errors.MwtError` on any failure, leaving no partial file
-    behind.
+    ``name`` is a key of :data:`SOURCES` (a built-in dataset's canonical name) or a built-in alias,
+    in any case.  ``data_dir`` defaults to ``~/.cache/mwt/<name>``.  ``splits`` limits the files to
+    those splits (a name or a list; default: all).  ``base_url`` replaces the official server (the
+    file names are appended to it).  Every file's size, SHA-256 and MD5 are compared with the
+    official values and a file that differs is refused; ``verify=False`` skips that (for mirrors
+    serving other bytes; ``check_md5`` is the older name of ``verify``).  ``force`` re-downloads
+    files already present; an archive's folder (``cifar-10-batches-py``) is never deleted, so with
+    ``force`` an existing one is an error.  CIFAR archives are extracted safely and then deleted.
+    Raises :class:`~mwt.errors.MwtError` on any failure, leaving no partial file behind.
     """
     if verify is not None and check_md5 is not None and bool(verify) != bool(check_md5):
         raise MwtError("download got verify and check_md5 (its older name) with different "
-                       "values; pass only verify.")
+                       "values; pass only verify")
     verify = bool(verify if verify is not None else check_md5 if check_md5 is not None else True)
     canon = _canonical(name)
     source = SOURCES[canon]
@@ -389,8 +320,8 @@ def download(
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise MwtError(f"Cannot create the download directory {target} ({exc.strerror}); pass "
-                       "another data dir.") from exc
+        raise MwtError(f"cannot create the download directory {target} ({exc.strerror}); pass "
+                       "another data dir") from exc
     if splits is None:
         wanted = list(source["files"])
     elif isinstance(splits, str):
@@ -399,8 +330,8 @@ def download(
         wanted = [str(s).strip().lower() for s in splits]
     for split in wanted:
         if split not in source["files"]:
-            raise MwtError(f"Unknown split {split!r} for {canon}; use one of "
-                           f"{', '.join(source['files'])}.")
+            raise MwtError(f"unknown split {split!r} for {canon}; use "
+                           f"{' or '.join(repr(s) for s in source['files'])}")
     if base_url is not None:
         bases = [base_url]
     else:
@@ -427,8 +358,8 @@ def download(
                 fd, tmp_name = tempfile.mkstemp(prefix=f".{official.name}.",
                                                 suffix=".download", dir=target)
             except OSError as exc:
-                raise MwtError(f"Cannot write into the download directory {target} "
-                               f"({exc.strerror or exc}); pass another data dir.") from exc
+                raise MwtError(f"cannot write into the download directory {target} "
+                               f"({exc.strerror or exc}); pass another data dir") from exc
             os.close(fd)
             archive = Path(tmp_name)
             try:

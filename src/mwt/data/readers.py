@@ -61,7 +61,7 @@ def _read_bytes(source: PathLike | bytes) -> tuple[bytes, str]:
     try:
         return path.read_bytes(), str(path)
     except OSError as exc:
-        raise MwtError(f"Could not read {path}: {exc.strerror or exc}.") from exc
+        raise MwtError(f"could not read {path}: {exc.strerror or exc}") from exc
 
 
 def read_idx(source: PathLike | bytes) -> np.ndarray:
@@ -75,20 +75,20 @@ def read_idx(source: PathLike | bytes) -> np.ndarray:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as exc:
-            raise MwtError(f"{where} is not a valid gzip file ({exc}); download it again.") from exc
+            raise MwtError(f"{where} is not a valid gzip file ({exc}); download it again") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise MwtError(f"{where} is not an IDX file (bad magic number); download it again.")
+        raise MwtError(f"{where} is not an IDX file (bad magic number); download it again")
     dtype = _IDX_DTYPES[raw[2]]
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise MwtError(f"{where} is truncated (its IDX header is incomplete); download it again.")
+        raise MwtError(f"{where} is truncated (its IDX header is incomplete); download it again")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     count = math.prod(shape)  # Python ints: a corrupted header cannot overflow
     if len(raw) - header != count * dtype.itemsize:
         raise MwtError(
             f"{where} holds {len(raw) - header} data bytes but its IDX header announces shape "
-            f"{shape}; the file is truncated or corrupted, download it again."
+            f"{shape}; the file is truncated or corrupted, download it again"
         )
     arr = np.frombuffer(raw, dtype=dtype, count=count, offset=header).reshape(shape)
     return arr.astype(dtype.newbyteorder("="))  # a writable, native-order copy
@@ -103,7 +103,7 @@ def write_idx(path: PathLike, array: np.ndarray, compress: bool | None = None) -
     code = _IDX_CODES.get(arr.dtype.newbyteorder("="))
     if code is None:
         raise MwtError(f"IDX cannot store dtype {arr.dtype}; use uint8, int8, int16, int32, "
-                       "float32 or float64.")
+                       "float32 or float64")
     header = bytes([0, 0, code, arr.ndim]) + np.asarray(arr.shape, dtype=">u4").tobytes()
     payload = header + np.ascontiguousarray(arr, dtype=_IDX_DTYPES[code]).tobytes()
     path = Path(path)
@@ -117,7 +117,7 @@ def write_idx(path: PathLike, array: np.ndarray, compress: bool | None = None) -
     try:
         path.write_bytes(payload)
     except OSError as exc:
-        raise MwtError(f"Could not write {path}: {exc.strerror or exc}.") from exc
+        raise MwtError(f"could not write {path}: {exc.strerror or exc}") from exc
 
 
 # ------------------------------------------------------------------------- restricted pickle
@@ -195,13 +195,13 @@ def restricted_unpickle(raw: bytes, where: str = "<bytes>"):
         return _RestrictedUnpickler(io.BytesIO(raw), encoding="latin1").load()
     except pickle.UnpicklingError as exc:
         raise MwtError(
-            f"Refused to load {where}: {exc}, which a dataset file never needs, so the file is "
-            "corrupted or malicious; delete it and download the dataset again."
+            f"refused to load {where}: {exc}, which a dataset file never needs, so the file is "
+            "corrupted or malicious; delete it and download the dataset again"
         ) from exc
     except Exception as exc:  # truncated / garbage pickles raise all sorts of errors
         raise MwtError(
             f"{where} is not a readable pickle ({type(exc).__name__}: {exc}); delete it and "
-            "download the dataset again."
+            "download the dataset again"
         ) from exc
 
 
@@ -235,7 +235,7 @@ CIFAR_LAYOUT: dict[str, dict] = {
 
 def _str_keys(obj, where: str) -> dict:
     if not isinstance(obj, dict):
-        raise MwtError(f"{where} does not hold a dict as a CIFAR batch does; download it again.")
+        raise MwtError(f"{where} does not hold a dict as a CIFAR batch does; download it again")
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
 
 
@@ -252,7 +252,7 @@ def read_cifar_batches(
                      f"{where}/{layout['meta']}")
     if layout["names_key"] not in meta:
         raise MwtError(f"{where}/{layout['meta']} has no {layout['names_key']!r} entry; "
-                       "download the dataset again.")
+                       "download the dataset again")
     try:
         classes = [_to_str(n) for n in meta[layout["names_key"]]]
     except TypeError:
@@ -260,34 +260,34 @@ def read_cifar_batches(
     k = layout["num_classes"]
     if len(classes) != k:
         raise MwtError(f"{where}/{layout['meta']} names {len(classes)} classes instead of "
-                       f"{variant}'s {k}; download the dataset again.")
+                       f"{variant}'s {k}; download the dataset again")
     images, labels = [], []
     for fname in layout[split]:
         fwhere = f"{where}/{fname}"
         batch = _str_keys(restricted_unpickle(files[fname], fwhere), fwhere)
         if "data" not in batch or layout["label_key"] not in batch:
             raise MwtError(f"{fwhere} lacks 'data' or {layout['label_key']!r}; "
-                           "download the dataset again.")
+                           "download the dataset again")
         data = np.asarray(batch["data"])
         lab = np.asarray(batch[layout["label_key"]])
         if lab.ndim != 1 or not (np.issubdtype(lab.dtype, np.integer) or lab.size == 0):
             raise MwtError(f"{fwhere} holds {layout['label_key']!r} of shape {lab.shape} and "
                            f"dtype {lab.dtype}, not a list of integer labels; download the "
-                           "dataset again.")
+                           "dataset again")
         lab = lab.astype(np.int64)
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
             raise MwtError(f"{fwhere} holds data of shape {data.shape} and dtype {data.dtype}, "
-                           "not uint8 [n, 3072]; download the dataset again.")
+                           "not uint8 [n, 3072]; download the dataset again")
         if len(lab) != len(data):
             raise MwtError(f"{fwhere} has {len(data)} images but {len(lab)} labels; "
-                           "download the dataset again.")
+                           "download the dataset again")
         images.append(data.reshape(-1, 3, 32, 32))
         labels.append(lab)
     x = np.concatenate(images) if len(images) > 1 else images[0]
     y = np.concatenate(labels) if len(labels) > 1 else labels[0]
     if len(y) and (y.min() < 0 or y.max() >= k):
         raise MwtError(f"{where} has labels outside 0..{k - 1} (from {y.min()} to {y.max()}); "
-                       "download the dataset again.")
+                       "download the dataset again")
     return np.ascontiguousarray(x), y, classes
 
 
@@ -316,10 +316,10 @@ def _read_from_tar(archive: Path, names: Sequence[str]) -> dict[str, bytes]:
                         break
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise MwtError(f"{archive} is not a readable tar archive ({exc}); delete it and "
-                       "download it again.") from exc
+                       "download it again") from exc
     missing = sorted(wanted - out.keys())
     if missing:
-        raise MwtError(f"{archive} lacks {', '.join(missing)}; delete it and download it again.")
+        raise MwtError(f"{archive} lacks {', '.join(missing)}; delete it and download it again")
     return out
 
 
@@ -333,20 +333,20 @@ def read_cifar(
     and the class names from the meta file.
     """
     if variant not in CIFAR_LAYOUT:
-        raise MwtError(f"Unknown CIFAR variant {variant!r}; use 'cifar10' or 'cifar100'.")
+        raise MwtError(f"unknown CIFAR variant {variant!r}; use 'cifar10' or 'cifar100'")
     if split not in ("train", "test"):
-        raise MwtError(f"Unknown split {split!r} for {variant}; use 'train' or 'test'.")
+        raise MwtError(f"unknown split {split!r} for {variant}; use 'train' or 'test'")
     src = Path(source)
     names = _cifar_needed(variant, split)
     if src.is_dir():
         missing = [n for n in names if not (src / n).is_file()]
         if missing:
-            raise MwtError(f"{src} lacks {', '.join(missing)}; download the dataset again.")
+            raise MwtError(f"{src} lacks {', '.join(missing)}; download the dataset again")
         files = {n: _read_bytes(src / n)[0] for n in names}
     elif src.is_file():
         files = _read_from_tar(src, names)
     else:
-        raise MwtError(f"{src} does not exist; download the dataset first.")
+        raise MwtError(f"{src} does not exist; download the dataset first")
     return read_cifar_batches(files, variant, split, str(src))
 
 
@@ -367,28 +367,28 @@ def read_svhn(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
         mat = scipy.io.loadmat(path, variable_names=("X", "y"))
     except Exception as exc:  # scipy raises many kinds of errors on truncated or garbage files
         raise MwtError(f"{path} is not a readable SVHN .mat file ({type(exc).__name__}: {exc}); "
-                       "download it again.") from exc
+                       "download it again") from exc
     if "X" not in mat or "y" not in mat:
-        raise MwtError(f"{path} lacks the 'X' or 'y' variable of an SVHN file; download it again.")
+        raise MwtError(f"{path} lacks the 'X' or 'y' variable of an SVHN file; download it again")
     x, y_raw = np.asarray(mat["X"]), np.asarray(mat["y"])
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.dtype != np.uint8:
         raise MwtError(f"{path} holds X of shape {x.shape} and dtype {x.dtype}, not uint8 "
-                       "[32, 32, 3, n]; download it again.")
+                       "[32, 32, 3, n]; download it again")
     n = x.shape[3]
     if y_raw.size != n or y_raw.ndim > 2 or (y_raw.ndim == 2 and 1 not in y_raw.shape):
         raise MwtError(f"{path} holds {n} images but labels y of shape {y_raw.shape}, not "
-                       f"[{n}, 1]; download it again.")
+                       f"[{n}, 1]; download it again")
     y = y_raw.reshape(-1)
     if n and not np.issubdtype(y.dtype, np.integer):
         if not np.issubdtype(y.dtype, np.floating) or not np.all(np.isfinite(y)) \
                 or not np.all(y == np.round(y)):
             raise MwtError(f"{path} holds labels of dtype {y.dtype} that are not whole numbers; "
-                           "download it again.")
+                           "download it again")
     y = y.astype(np.int64)
     bad = (y < 1) | (y > 10)
     if bad.any():
         raise MwtError(f"{path} holds {int(bad.sum())} labels outside 1..10 (e.g. "
-                       f"{int(y[bad][0])}), which SVHN never uses; download it again.")
+                       f"{int(y[bad][0])}), which SVHN never uses; download it again")
     images = np.ascontiguousarray(x.transpose(3, 2, 0, 1))
     labels = np.where(y == 10, 0, y)
     return images, labels
