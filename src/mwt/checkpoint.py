@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from mwt.errors import CheckpointError, MwtError
 from mwt.io import load_tensors_and_metadata, save_tensors, write_json, write_json_lines
+from mwt.models.registry import ModelSpec
 
 FORMAT = "mwt-checkpoint/1"
 WEIGHTS = "checkpoint.safetensors"
@@ -87,21 +88,19 @@ def check_run_config(config: dict, where) -> dict:
     return config
 
 
-def _model_spec(config: dict, where) -> dict:
-    """The registered model a run was trained on, with its fields type-checked."""
+def _model_spec(config: dict, where) -> ModelSpec:
+    """The registered model a run was trained on, every field checked."""
     spec = config.get("model")
     if not isinstance(spec, dict) or not spec.get("name"):
         raise MwtError(f"{where} was trained on a custom model; rebuild it in Python and load "
                        f"the weights with mwt.checkpoint.load_weights")
-    ok = (isinstance(spec.get("name"), str)
-          and all(isinstance(spec.get(k), int) and not isinstance(spec.get(k), bool)
-                  for k in ("num_classes", "in_channels"))
-          and isinstance(spec.get("width"), (int, float)) and not isinstance(spec["width"], bool)
-          and isinstance(config.get("modular", False), bool))
-    if not ok:
-        raise CheckpointError(f"the checkpoint header in {where} describes its model with missing "
-                              "or wrongly typed fields (name, num_classes, in_channels, width)")
-    return spec
+    if not isinstance(config.get("modular", False), bool):
+        raise CheckpointError(f"the checkpoint header in {where} has a non-boolean 'modular'")
+    try:
+        return ModelSpec.from_dict(spec)
+    except MwtError as exc:
+        raise CheckpointError(f"the checkpoint header in {where} describes a model that cannot "
+                              f"be built ({exc})") from exc
 
 
 def _load_state(model: nn.Module, tensors: dict[str, torch.Tensor], where) -> None:
@@ -129,20 +128,14 @@ def load_checkpoint_into(run_dir, model: nn.Module, optimizer, device) -> tuple[
 def load_run(run_dir, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a registered model (standard or modular) from a run directory, with its weights."""
     from mwt.gates import make_modular
-    from mwt.models import create_model
 
     tensors, info = read_checkpoint(run_dir)
     config = check_run_config(info["config"], run_dir)
     spec = _model_spec(config, run_dir)
-    if config.get("classes") is not None and len(config["classes"]) != spec["num_classes"]:
+    if config.get("classes") is not None and len(config["classes"]) != spec.num_classes:
         raise CheckpointError(f"the run config in {run_dir} names {len(config['classes'])} "
-                              f"classes for a model of {spec['num_classes']}")
-    try:
-        model = create_model(spec["name"], spec["num_classes"], spec["in_channels"],
-                             spec["width"])
-    except MwtError as exc:
-        raise CheckpointError(f"the checkpoint in {run_dir} describes a model that cannot be "
-                              f"built ({exc})") from exc
+                              f"classes for a model of {spec.num_classes}")
+    model = spec.build()
     if config.get("modular"):
         model = make_modular(model)
     _load_state(model, tensors, run_dir)

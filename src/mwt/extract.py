@@ -48,6 +48,7 @@ from mwt.gates import (
     is_modular,
     strip_gates,
 )
+from mwt.model_info import ModuleInfo, MwtInfo, mwt_info, set_mwt_info
 
 
 @dataclass(frozen=True)
@@ -491,23 +492,18 @@ def extract_module(model: nn.Module, kernels, *, keep_gates: bool = False,
     graph.lint()
     gm.delete_all_unused_submodules()
     gm.recompile()
-    gm.meta = {
-        "mwt_module": {
-            "kernels": [int(i) for i in torch.nonzero(torch.as_tensor(kernels)).flatten()],
-            "total_kernels": sum(layer.kernels for layer in layers),
-            "keep_gates": keep_gates,
-            "fold_gates": fold_gates,
-        },
-        "mwt_config": dict(model.meta.get("mwt_config", {})),
-    }
-    if keep_gates:
-        gm.meta["mwt_layers"] = layers
-    return gm
+    cut = ModuleInfo(
+        kernels=tuple(int(i) for i in torch.nonzero(torch.as_tensor(kernels)).flatten()),
+        total_kernels=sum(layer.kernels for layer in layers),
+        keep_gates=keep_gates, fold_gates=fold_gates)
+    gm.meta = {}
+    return set_mwt_info(gm, MwtInfo(spec=mwt_info(model).spec,
+                                    layers=tuple(layers) if keep_gates else (), module=cut))
 
 
 def kernel_share(module: nn.Module) -> float:
     """Share of the modular model's gated kernels that an extracted module keeps."""
-    info = getattr(module, "meta", {}).get("mwt_module")
-    if not info:
+    info = mwt_info(module).module
+    if info is None:
         raise MwtError("not an extracted module")
-    return len(info["kernels"]) / info["total_kernels"]
+    return len(info.kernels) / info.total_kernels

@@ -20,13 +20,19 @@ original model are unchanged; each gate is a new submodule named ``<conv name>_g
 
 import copy
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
 from mwt.errors import MwtError
+from mwt.model_info import (
+    GatedLayer,
+    MwtInfo,
+    mwt_info,
+    set_mwt_info,
+    update_mwt_info,
+)
 
 
 class Gate(nn.Module):
@@ -112,16 +118,6 @@ def apply_mask(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def select_output(logits, masks, return_masks: bool):
     return (logits, list(masks)) if return_masks else logits
-
-
-@dataclass(frozen=True)
-class GatedLayer:
-    """One gated conv: where it lives in the model and how many kernels its mask covers."""
-
-    conv: str
-    bn: str
-    gate: str
-    kernels: int
 
 
 def _module_map(gm: nn.Module) -> dict[str, nn.Module]:
@@ -228,10 +224,7 @@ def make_modular(model: nn.Module) -> fx.GraphModule:
     graph.lint()
     modular = fx.GraphModule(gm, graph, class_name=f"Modular{type(model).__name__}")
     modular.train(model.training)
-    # GraphModule.meta survives deepcopy and pickling, unlike ad-hoc attributes.
-    modular.meta["mwt_layers"] = layers
-    modular.meta["mwt_config"] = {**model_config(model), "modular": True}
-    return modular
+    return set_mwt_info(modular, MwtInfo(spec=mwt_info(model).spec, layers=tuple(layers)))
 
 
 def gate_application(node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
@@ -280,12 +273,7 @@ def strip_gates(model: fx.GraphModule, keep: Iterable[str] = (), *,
         if layer.gate not in keep:
             gm.delete_submodule(layer.gate)
     gm.recompile()
-    if kept:
-        gm.meta["mwt_layers"] = kept
-    else:
-        gm.meta.pop("mwt_layers", None)
-    gm.meta["mwt_config"] = {**gm.meta.get("mwt_config", {}), "modular": bool(kept)}
-    return gm
+    return update_mwt_info(gm, layers=tuple(kept))
 
 
 def _drop_mask(graph: fx.Graph, mask: fx.Node) -> None:
@@ -314,24 +302,15 @@ def _drop_mask_output(graph: fx.Graph) -> None:
         graph.erase_node(flag)
 
 
-def model_config(model: nn.Module) -> dict:
-    """How a registered model was built (name, num_classes, ...); empty for a user's own model."""
-    meta = getattr(model, "meta", None)
-    if isinstance(meta, dict) and "mwt_config" in meta:
-        return dict(meta["mwt_config"])
-    return dict(getattr(model, "mwt_config", {}))
-
-
 def is_modular(model: nn.Module) -> bool:
-    meta = getattr(model, "meta", None)
-    return isinstance(meta, dict) and bool(meta.get("mwt_layers"))
+    return mwt_info(model).modular
 
 
 def gated_layers(model: nn.Module) -> list[GatedLayer]:
     """The gated convs of a modular model, in the order of its masks."""
     if not is_modular(model):
         raise MwtError("this is a standard model without gates; call mwt.make_modular(model) first")
-    return list(model.meta["mwt_layers"])
+    return list(mwt_info(model).layers)
 
 
 def count_gated_kernels(model: nn.Module) -> int:
@@ -347,5 +326,5 @@ def kernel_rate(masks) -> torch.Tensor:
 
 __all__ = ["Gate", "GatedLayer", "make_modular", "strip_gates", "is_modular", "gated_layers",
            "gateable_layers", "gated_conv_pairs", "gate_application", "is_mask_output",
-           "count_gated_kernels", "kernel_rate", "model_config", "trace", "conv_bn_pairs",
+           "count_gated_kernels", "kernel_rate", "trace", "conv_bn_pairs",
            "global_avg_pool", "apply_mask"]

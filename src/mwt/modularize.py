@@ -29,10 +29,11 @@ import torch.nn.functional as F
 
 from mwt.data import as_tensors
 from mwt.errors import CheckpointError, MwtError, MwtWarning
-from mwt.gates import gateable_layers, is_modular, model_config
+from mwt.gates import gateable_layers, is_modular
 from mwt.inference import batches, evaluating
 from mwt.io import read_artifact, read_json, write_artifact
 from mwt.metrics import jaccard_cohesion, jaccard_coupling, kernel_retention_rate
+from mwt.model_info import model_config
 
 TAU_STEP = Fraction(1, 20)  # 0.05, exactly
 FORMAT = "mwt-modules/1"

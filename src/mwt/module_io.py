@@ -9,6 +9,7 @@ from a stranger can never run code.
 import importlib.util
 import os
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,6 +26,8 @@ from mwt.io import (
     umask,
     write_artifact,
 )
+from mwt.model_info import mwt_info, update_mwt_info
+from mwt.models import ModelSpec
 from mwt.reuse import ReusedModule
 
 FORMAT = "mwt-module/1"
@@ -36,26 +39,33 @@ def _parts(module: nn.Module):
     """(extracted graph module, head classes or None) of a module we can describe."""
     if isinstance(module, ReusedModule):
         return module.module, module.classes
-    if "mwt_module" in getattr(module, "meta", {}):
+    if mwt_info(module).module is not None:
         return module, None
     raise MwtError("save_module takes a module from mwt.extract_module or mwt.reuse")
+
+
+def module_input_shape(module: nn.Module) -> tuple[int, ...] | None:
+    """One input sample's shape, as recorded when the module was made or loaded."""
+    inner = module.module if isinstance(module, ReusedModule) else module
+    info = mwt_info(inner).module
+    return info.input_shape if info is not None else None
 
 
 def save_module(module: nn.Module, path, input_shape=None, extra: dict | None = None) -> Path:
     """Write ``module.safetensors`` + ``module.json`` into directory ``path``."""
     graph_module, head = _parts(module)
-    info = graph_module.meta["mwt_module"]
-    base = graph_module.meta.get("mwt_config") or {}
-    if not base.get("name"):
+    info = mwt_info(graph_module)
+    if info.spec is None:
         raise MwtError("only modules of registered models can be saved as files; for your own "
                        "CNN save module.state_dict() and rebuild it with mwt.extract_module")
-    shape = input_shape or getattr(module, "input_shape", None)
+    cut = info.module
+    shape = input_shape or module_input_shape(module)
     check_module_out(path)
     description = {
         "format": FORMAT,
-        "base": {k: base[k] for k in ("name", "num_classes", "in_channels", "width")},
-        "kernels": info["kernels"], "total_kernels": info["total_kernels"],
-        "keep_gates": info["keep_gates"], "fold_gates": info["fold_gates"],
+        "base": info.spec.to_dict(),
+        "kernels": list(cut.kernels), "total_kernels": cut.total_kernels,
+        "keep_gates": cut.keep_gates, "fold_gates": cut.fold_gates,
         "head_classes": head, "input_shape": list(shape) if shape else None,
         "report": _jsonable(getattr(module, "report", {})), **(extra or {}),
     }
@@ -113,23 +123,14 @@ def _base_model(meta: dict, path):
     """The registered model a module was cut from, built on the meta device (no memory) so that
     its description can be checked against the weights before anything is allocated."""
     from mwt.gates import count_gated_kernels
-    from mwt.models import create_model
 
-    base = meta.get("base")
-    if not isinstance(base, dict):
-        raise _fail(path, "base must be an object")
-    name, n, c, w = (base.get(k) for k in ("name", "num_classes", "in_channels", "width"))
-    if (not isinstance(name, str) or not all(isinstance(v, int) and not isinstance(v, bool)
-                                             for v in (n, c))
-            or isinstance(w, bool) or not isinstance(w, (int, float))):
-        raise _fail(path, "base needs a string name, integer num_classes and in_channels and a "
-                          "numeric width")
     try:
+        spec = ModelSpec.from_dict(meta.get("base"))
         with torch.device("meta"):
-            skeleton = create_model(name, n, c, w)
+            skeleton = spec.build()
     except MwtError as exc:
         raise _fail(path, f"its base model cannot be built: {exc}") from exc
-    return (name, n, c, float(w)), skeleton, count_gated_kernels(skeleton)
+    return spec, skeleton, count_gated_kernels(skeleton)
 
 
 def _check_fits(state: dict, skeleton: torch.nn.Module, path) -> None:
@@ -167,11 +168,11 @@ def load_module(path) -> nn.Module:
     the weights, and the tensor file against the JSON's SHA-256.
     """
     from mwt.gates import make_modular
-    from mwt.models import create_model
 
     path = Path(path)
     meta, state = read_artifact(path, "module", FORMAT, "module description")
-    (name, n, c, w), skeleton, gated = _base_model(meta, path)
+    spec, skeleton, gated = _base_model(meta, path)
+    n, c = spec.num_classes, spec.in_channels
     total = meta.get("total_kernels")
     if total != gated or isinstance(total, bool):
         raise _fail(path, f"total_kernels is {total!r} but its base model has {gated} gated "
@@ -192,11 +193,13 @@ def load_module(path) -> nn.Module:
     try:
         kernels = torch.zeros(total, dtype=torch.bool)
         kernels[torch.tensor(kernel_ids, dtype=torch.long)] = True
-        modular = make_modular(create_model(name, n, c, w))
-        module = extract_module(modular, kernels, keep_gates=flags["keep_gates"])
-        module.meta["mwt_module"]["fold_gates"] = flags["fold_gates"]
+        module = extract_module(make_modular(spec.build()), kernels,
+                                keep_gates=flags["keep_gates"])
+        update_mwt_info(module, module=replace(mwt_info(module).module, input_shape=shape,
+                                               fold_gates=flags["fold_gates"]))
         if head is not None:
-            module = ReusedModule(module, n, head)
+            report = meta.get("report", {})
+            module = ReusedModule(module, n, head, report if isinstance(report, dict) else {})
         module.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError, MwtError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -207,9 +210,6 @@ def load_module(path) -> nn.Module:
                 module.eval()(torch.zeros((1, *shape)))
         except RuntimeError as exc:
             raise _fail(path, f"it does not run on its input_shape {list(shape)}") from exc
-    module.input_shape = shape
-    report = meta.get("report", {})
-    module.report = report if isinstance(report, dict) else {}
     return module.eval()
 
 
@@ -235,7 +235,7 @@ def export_path(module_dir, fmt: str, out=None, force: bool = False) -> Path:
 
 def export_module(module: nn.Module, path, fmt: str = "torchscript", input_shape=None) -> Path:
     """Export to a file that runs with plain PyTorch (TorchScript) or any ONNX runtime."""
-    shape = input_shape or getattr(module, "input_shape", None)
+    shape = input_shape or module_input_shape(module)
     if not shape:
         raise MwtError("the module's input shape is unknown; pass input_shape=(C, H, W)")
     example = torch.zeros((1, *shape), device=next(module.parameters()).device)

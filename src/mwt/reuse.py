@@ -13,6 +13,7 @@ validation accuracy ends within ``CHANCE_MARGIN`` of chance (1/M) is reported wi
 
 import math
 import warnings
+from dataclasses import replace
 
 import torch
 import torch.nn as nn
@@ -20,9 +21,10 @@ import torch.nn as nn
 from mwt.data import as_tensors
 from mwt.errors import MwtError, MwtWarning
 from mwt.extract import extract_module, kernel_share
-from mwt.gates import count_gated_kernels, model_config
+from mwt.gates import count_gated_kernels
 from mwt.inference import batches, evaluating
 from mwt.macs import count_macs
+from mwt.model_info import mwt_info, update_mwt_info
 from mwt.modularize import ModuleSet
 from mwt.train import resolve_augmentation, resolve_device, steps_per_epoch, train
 
@@ -31,13 +33,24 @@ CHANCE_MARGIN = 0.05
 
 
 class ReusedModule(nn.Module):
-    """A mixed module plus its sub-task head; ``forward`` returns M-way logits."""
+    """A mixed module plus its sub-task head; ``forward`` returns M-way logits.
 
-    def __init__(self, module: nn.Module, num_outputs: int, classes: list[int]):
+    ``report``: what ``reuse`` measured (kernel share, MACs, accuracy before and after
+    fine-tuning, warnings); ``input_shape``: one sample's shape, from the module's ModuleInfo.
+    """
+
+    def __init__(self, module: nn.Module, num_outputs: int, classes: list[int],
+                 report: dict | None = None):
         super().__init__()
         self.module = module
         self.head = nn.Sequential(nn.ReLU(), nn.Linear(num_outputs, len(classes)))
         self.classes = list(classes)  # original class id of each output
+        self.report: dict = dict(report or {})
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        info = mwt_info(self.module).module
+        return info.input_shape if info is not None else None
 
     def forward(self, x):
         return self.head(self.module(x))
@@ -114,11 +127,14 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
     gate_values = mods.gate_means_for(ids) if fold_gates else None
     module = extract_module(model, kernels, keep_gates=keep_gates, fold_gates=fold_gates,
                             gate_values=gate_values)
-    num_outputs = model_config(model).get("num_classes") or mods.num_classes
+    x, y = select_classes(train_data, ids)
+    input_shape = tuple(int(v) for v in x.shape[1:])
+    update_mwt_info(module, module=replace(mwt_info(module).module, input_shape=input_shape))
+    spec = mwt_info(model).spec
+    num_outputs = spec.num_classes if spec is not None else mods.num_classes
     torch.manual_seed(seed)
     sub = ReusedModule(module, num_outputs, ids).to(device)
 
-    x, y = select_classes(train_data, ids)
     fit, val = _split(x, y, val_fraction, seed)
     test = select_classes(test_data, ids) if test_data is not None else None
     before = {"val": subtask_accuracy(module, val, ids) if len(val[1]) else None,
@@ -137,7 +153,6 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
                        verbose=verbose, restore_best=len(val[1]) > 0, **options)
         history = result.history
     sub.eval()
-    input_shape = tuple(x.shape[1:])
     full = extract_module(model, torch.ones(mods.total_kernels, dtype=torch.bool))
     macs_full, macs_sub = count_macs(full, input_shape), count_macs(sub, input_shape)
     params_full = sum(p.numel() for p in full.parameters())
@@ -158,7 +173,6 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
     sub.report["warnings"] = _reuse_warnings(sub.report, len(ids))
     for note in sub.report["warnings"]:
         warnings.warn(note, MwtWarning, stacklevel=2)
-    sub.input_shape = input_shape
     return sub
 
 

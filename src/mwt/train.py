@@ -26,7 +26,7 @@ from mwt.config import (
 from mwt.data import as_tensors
 from mwt.data.augment import Augmentation, augment, default_crop_padding
 from mwt.errors import MwtError, MwtWarning
-from mwt.gates import is_modular, kernel_rate, model_config
+from mwt.gates import is_modular, kernel_rate
 from mwt.inference import batches, evaluating
 from mwt.io import (
     LOCK_FILE,
@@ -39,6 +39,7 @@ from mwt.io import (
     write_json_lines,
 )
 from mwt.losses import modular_objective
+from mwt.model_info import model_config
 
 RUN_FORMAT = "mwt-run/1"
 # A modular run whose kernel rate ends above this has not become modular (gates start open).

@@ -1,6 +1,6 @@
 """The registered CNNs, one file per family: vgg.py (vgg16, simcnn), resnet.py, rescnn.py."""
 
 from mwt.models import rescnn, resnet, vgg  # noqa: F401
-from mwt.models.registry import create_model, list_models, register_model
+from mwt.models.registry import ModelSpec, create_model, list_models, register_model
 
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = ["ModelSpec", "create_model", "list_models", "register_model"]
