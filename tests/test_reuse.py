@@ -229,3 +229,37 @@ def test_a_module_at_chance_is_reported(setup):
         sub = mwt.reuse(model, mods, [0, 3], train, epochs=0, device="cpu", test_data=test)
     assert sub.report["acc_before_finetune"]["val"] == 0.5  # gates removed, no fine-tuning
     assert "better than chance (50.00%)" in sub.report["warnings"][0]
+
+
+_RUNNERS = {
+    "pt2": "m = torch.export.load(path).module(); y = m(x)",
+    "torchscript": "m = torch.jit.load(path); y = m(x)",
+    "onnx": ("import onnxruntime as ort; s = ort.InferenceSession(path); "
+             "y = torch.from_numpy(s.run(None, {'input': x.numpy()})[0])"),
+}
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "onnx", "torchscript"])
+@pytest.mark.parametrize("options", [{}, {"keep_gates": True}])
+def test_every_export_runs_without_mwt_at_any_batch_size(setup, tmp_path, fmt, options):
+    model, mods, train, test = setup
+    sub = mwt.reuse(model, mods, [0, 3], train, epochs=0, device="cpu", **options).eval()
+    path = mwt.export_module(sub, tmp_path / f"m.{fmt}", fmt)  # input shape from the module
+    x = test.images[:5]  # the export used a batch of 2
+    torch.save(x, tmp_path / "x.pt")
+    code = (f"import sys, torch; path = {str(path)!r}; "
+            f"x = torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True); "
+            f"{_RUNNERS[fmt]}; torch.save(y, {str(tmp_path / 'y.pt')!r}); "
+            "assert 'mwt' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    y = torch.load(tmp_path / "y.pt", weights_only=True)
+    with torch.no_grad():
+        torch.testing.assert_close(y, sub(x), rtol=1e-4, atol=1e-5)
+
+
+def test_cli_export_defaults_to_pt2(capsys, saved_module):
+    from mwt.cli import main
+
+    assert main(["export", "module", str(saved_module)]) == 0
+    assert (saved_module / "module.pt2").exists()
+    assert "as pt2" in capsys.readouterr().out

@@ -244,11 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("export", help="export a saved module to TorchScript or ONNX")
+    p = sub.add_parser("export", help="export a saved module (torch.export, ONNX, TorchScript)")
     what = p.add_subparsers(dest="what", required=True)
     q = what.add_parser("module", help="export a module saved by `mwt reuse`")
     q.add_argument("module", help="module directory (module.json + module.safetensors)")
-    q.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
+    q.add_argument("--format", choices=["pt2", "onnx", "torchscript"], default="pt2",
+                   help="pt2: torch.export (default); onnx: the dynamo ONNX exporter; "
+                   "torchscript: deprecated by torch, kept while it works")
     q.add_argument("--out", default=None, help="output file (default: inside the module dir)")
     q.add_argument("--force", action="store_true", help="replace an existing output file")
     q.set_defaults(func=cmd_export)

@@ -32,7 +32,7 @@ from mwt.reuse import ReusedModule
 
 FORMAT = "mwt-module/1"
 MODULE_FILES = ("module.json", "module.safetensors")
-EXPORT_FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
+EXPORT_FORMATS = {"pt2": ".pt2", "onnx": ".onnx", "torchscript": ".pt"}
 
 
 def _parts(module: nn.Module):
@@ -217,7 +217,7 @@ def export_path(module_dir, fmt: str, out=None, force: bool = False) -> Path:
     """Where ``mwt export module`` writes, checked before any work: never a module's own files,
     never an existing file without ``force``, never a directory."""
     if fmt not in EXPORT_FORMATS:
-        raise MwtError(f"unknown export format {fmt!r}; use {' or '.join(EXPORT_FORMATS)}")
+        raise MwtError(f"unknown export format {fmt!r}; use {', '.join(EXPORT_FORMATS)}")
     if out is not None and str(out).strip() == "":
         raise MwtError("the export file (--out) must not be empty")
     module_dir = Path(module_dir)
@@ -233,31 +233,33 @@ def export_path(module_dir, fmt: str, out=None, force: bool = False) -> Path:
     return path
 
 
-def export_module(module: nn.Module, path, fmt: str = "torchscript", input_shape=None) -> Path:
-    """Export to a file that runs with plain PyTorch (TorchScript) or any ONNX runtime."""
+def export_module(module: nn.Module, path, fmt: str = "pt2", input_shape=None) -> Path:
+    """Export a module to a file that runs without torch-mwt, with any batch size.
+
+    ``pt2`` (default): a ``torch.export`` ExportedProgram, loaded with ``torch.export.load``.
+    ``onnx``: ONNX through torch's dynamo exporter, for any ONNX runtime (needs ``onnx`` and
+    ``onnxscript``: ``pip install 'torch-mwt[export]'``). ``torchscript``: ``torch.jit``, which
+    current torch deprecates; kept for as long as torch supports it.
+    """
     shape = input_shape or module_input_shape(module)
     if not shape:
         raise MwtError("the module's input shape is unknown; pass input_shape=(C, H, W)")
-    example = torch.zeros((1, *shape), device=next(module.parameters()).device)
+    if fmt not in EXPORT_FORMATS:
+        raise MwtError(f"unknown export format {fmt!r}; use {', '.join(EXPORT_FORMATS)}")
+    if fmt == "onnx" and any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxscript")):
+        raise MwtError("ONNX export needs the onnx and onnxscript packages: "
+                       "pip install 'torch-mwt[export]'")
+    # A batch of 2: an example batch of 1 would let the exporters specialise the batch size.
+    example = torch.zeros((2, *shape), device=next(module.parameters()).device)
     module = module.eval()
     path = Path(path)
-    if fmt not in EXPORT_FORMATS:
-        raise MwtError(f"unknown export format {fmt!r}; use {' or '.join(EXPORT_FORMATS)}")
-    if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
-        raise MwtError("ONNX export needs the onnx package: pip install 'torch-mwt[export]'")
     make_dir(path.parent)
     tmp = path.with_name(f"{TEMP_PREFIX}{path.name}")
     try:
-        with warnings.catch_warnings():
-            # Both exporters handle these plain graphs; their deprecation notices are noise here.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            if fmt == "torchscript":
-                with torch.no_grad():
-                    torch.jit.save(torch.jit.trace(module, example), str(tmp))
-            else:
-                torch.onnx.export(module, (example,), str(tmp), dynamo=False,
-                                  input_names=["input"], output_names=["logits"],
-                                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        with warnings.catch_warnings(), torch.no_grad():
+            # The exporters' deprecation and progress notices are noise for these plain graphs.
+            warnings.simplefilter("ignore")
+            _EXPORTERS[fmt](module, example, tmp)
         os.chmod(tmp, 0o666 & ~umask())
         tmp.replace(path)
     except OSError as exc:
@@ -266,3 +268,30 @@ def export_module(module: nn.Module, path, fmt: str = "torchscript", input_shape
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _batch_dim():
+    return torch.export.Dim("batch", min=1, max=65536)
+
+
+def _export_pt2(module: nn.Module, example: torch.Tensor, tmp: Path) -> None:
+    program = torch.export.export(module, (example,), dynamic_shapes=({0: _batch_dim()},))
+    torch.export.save(program, str(tmp))
+
+
+def _export_onnx(module: nn.Module, example: torch.Tensor, tmp: Path) -> None:
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
+        program = torch.onnx.export(module, (example,), dynamo=True, verbose=False,
+                                    dynamic_shapes=({0: _batch_dim()},),
+                                    input_names=["input"], output_names=["logits"])
+    program.save(str(tmp))
+
+
+def _export_torchscript(module: nn.Module, example: torch.Tensor, tmp: Path) -> None:
+    torch.jit.save(torch.jit.trace(module, example), str(tmp))
+
+
+_EXPORTERS = {"pt2": _export_pt2, "onnx": _export_onnx, "torchscript": _export_torchscript}
