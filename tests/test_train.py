@@ -241,3 +241,11 @@ def test_weights_of_a_run_load_into_a_model_built_by_hand(tmp_path):
     fresh = load_weights(tiny_modular(seed=3), tmp_path)
     a, b = result.model.state_dict(), fresh.state_dict()
     assert all(torch.equal(a[k].cpu(), b[k]) for k in a)
+
+
+def test_a_nan_loss_stops_training_before_a_checkpoint(tmp_path):
+    # A huge learning rate makes the loss overflow in the first epoch.
+    with pytest.raises(mwt.MwtError, match="NaN or infinite"):
+        mwt.train(tiny_modular(), demo_subset("train", 10), epochs=2, lr=1e30, out=tmp_path,
+                  **_kw())
+    assert not (tmp_path / "checkpoint.safetensors").exists()

@@ -44,6 +44,7 @@ from mwt.model_info import model_config
 RUN_FORMAT = "mwt-run/1"
 # A modular run whose kernel rate ends above this has not become modular (gates start open).
 UNMODULAR_KERNEL_RATE = 0.8
+FINITE_CHECK_EVERY = 50  # steps between host-side checks that the loss stayed finite
 
 
 def resolve_augmentation(augment, data, image_shape) -> Augmentation:
@@ -266,6 +267,7 @@ def _train(model, config: TrainConfig, x_train, y_train, test, device, out, resu
         perm = torch.randperm(n, device=device, generator=generator)
         model.train()
         meter = _Meter()
+        finite = torch.ones((), dtype=torch.bool, device=device)
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                    disable=not progress, dynamic_ncols=True)
         for step in bar:
@@ -274,9 +276,11 @@ def _train(model, config: TrainConfig, x_train, y_train, test, device, out, resu
                         generator=generator)
             y = y_train[idx]
             loss, stats = _batch_stats(model, x, y, config, modular)
-            if not torch.isfinite(loss):
-                raise MwtError(f"the loss became {float(loss)} at epoch {epoch + 1}; "
-                               "try a lower learning rate")
+            # Checked on the device and acted on every FINITE_CHECK_EVERY steps: reading it on
+            # the host every step would make each step wait for the GPU.
+            finite = finite & torch.isfinite(loss.detach())
+            if (step + 1) % FINITE_CHECK_EVERY == 0 or step == steps - 1:
+                _check_finite(finite, epoch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -304,6 +308,13 @@ def _train(model, config: TrainConfig, x_train, y_train, test, device, out, resu
     for note in notes:
         warnings.warn(note, MwtWarning, stacklevel=3)
     return TrainResult(model=model, history=history, warnings=notes)
+
+
+def _check_finite(finite: torch.Tensor, epoch: int) -> None:
+    """Stop before a non-finite loss reaches a checkpoint (the last one stays good)."""
+    if not bool(finite):
+        raise MwtError(f"the loss became NaN or infinite in epoch {epoch + 1}; the run keeps "
+                       "its last checkpoint; start again with a lower learning rate")
 
 
 def _run_warnings(history: list[dict], modular: bool) -> list[str]:
