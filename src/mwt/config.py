@@ -141,7 +141,6 @@ def make_config(base: TrainConfig | None = None, **fields) -> TrainConfig:
     return config
 
 
-
 @dataclass
 class RunSpec:
     """Everything `mwt train` needs to start, or restart, a run of a registered model on a
@@ -161,13 +160,14 @@ class RunSpec:
         """A spec from flat keyword settings: RunSpec fields, TrainConfig fields, and the CLI's
         switches ``augment=False`` (no augmentation) and ``hflip=False`` (no flips)."""
         own = {k: settings.pop(k) for k in list(settings) if k in cls.__dataclass_fields__}
+        base = own.pop("train", None)
         if not settings.pop("augment", True):
             settings.update(crop_padding=0, hflip=False)
         if settings.get("hflip") is True:
             settings["hflip"] = None  # flips as the dataset has them
         if own.get("data_dir") is not None:
             own["data_dir"] = str(own["data_dir"])
-        spec = cls(**own, train=make_config(own.pop("train", None), **settings))
+        spec = cls(**own, train=make_config(base, **settings))
         spec.validate()
         return spec
 

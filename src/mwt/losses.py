@@ -1,8 +1,14 @@
 """The MwT training losses on a batch of masks: cohesion (Eq. 4) and coupling (Eq. 5).
 
 Both work on the cosine similarities of sample masks. Masks are non-negative, so every cosine
-lies in [0, 1] and so do both losses. Everything is vectorised: a [B, B] similarity matrix per
-layer and one-hot class matrices turn per-class sums into matrix products.
+lies in [0, 1] and so do both losses.
+
+No [B, B] similarity matrix is built: both losses only need, per layer, the sum of cosines over
+the sample pairs of each class pair (h, c), and with unit-normalised masks u that sum is
+``S_h . S_c`` where ``S_h`` is the sum of the class-h unit masks; for h == c the self-pairs
+``u_j . u_j`` (1 for a non-zero mask, 0 for an all-zero one) are subtracted. Per layer that is a
+[N, B] x [B, K] product (one-hot classes scaled by each sample's inverse norm, times the raw
+masks) and an [N, N] Gram matrix: time and memory grow linearly with the batch.
 
 ``reduction="classes"`` (default) is the paper's form: average pairs within each class (Eq. 4)
 or each class pair (Eq. 5), then average over classes. ``reduction="pairs"`` is the reference
@@ -15,6 +21,8 @@ import torch.nn.functional as F
 
 from mwt.config import REDUCTIONS
 from mwt.errors import MwtError
+
+_EPS = 1e-12  # F.normalize's default: a mask is divided by max(||mask||, _EPS)
 
 
 def _layers(masks) -> list[torch.Tensor]:
@@ -36,20 +44,39 @@ def pair_similarity_sums(masks, labels: torch.Tensor, reduction: str = "classes"
     """Per layer and class pair (h, i): the sum of mask cosines over sample pairs j in h, k in i,
     j != k. Returns (sums [L, N, N], samples per class [N]) over the N classes in the batch.
 
-    All layers are handled at once: zero-padding them to a common width changes no norm or dot
-    product, and one batched product replaces a loop of small ones.
+    Linear in the batch B: with u_j = m_j / max(||m_j||, eps) (F.normalize), the class sums
+    S_h = sum_{j in h} u_j give sums[h, i] = S_h . S_i - [h == i] sum_{j in h} ||u_j||^2.
+    ||u_j||^2 = (||m_j|| / max(||m_j||, eps))^2 is 1 for a non-zero mask and 0 for an all-zero
+    one: the self-cosine u_j . u_j on a [B, B] matrix's diagonal (also below eps, where it is
+    ||m_j||^2 / eps^2). Only where every entry of a non-zero mask is below ~2.6e-23, so that its
+    float32 squared norm underflows to 0, is that self-pair's gradient (at most ~50 times
+    dLoss/dsums) left uncancelled; the values still agree.
+
+    Layers are batched where their widths allow: the per-sample norms of all layers form one
+    [B, L] tensor, the class weights onehot / norm one [B, L, N] tensor, and the class sums,
+    zero-padded to a common width (which changes no dot product), one [L, N, N] Gram product.
+    Only the [N, B] x [B, K_l] products run per layer, since the K_l differ; the forward makes
+    no [B, K] tensor beyond the (float32) masks, and nothing is [B, B].
     """
-    layers = _layers(masks)
+    layers = [m.float() for m in _layers(masks)]
     _check(labels, reduction, layers[0].shape[0])
-    width = max(m.shape[1] for m in layers)
-    stacked = torch.stack([F.pad(m.float(), (0, width - m.shape[1])) for m in layers])
-    unit = F.normalize(stacked, p=2, dim=2, eps=1e-12)              # [L, B, K]
-    cos = (unit @ unit.transpose(1, 2)).clamp(0.0, 1.0)             # [L, B, B]
+    norms = torch.cat([torch.linalg.vector_norm(m, dim=1, keepdim=True) for m in layers], dim=1)
+    denom = norms.clamp_min(_EPS)                                     # [B, L]
     _, idx = torch.unique(labels, return_inverse=True)
-    onehot = F.one_hot(idx).to(cos.dtype)                           # [B, N]
-    sums = onehot.T @ cos @ onehot                                  # ordered pairs incl. j == k
-    self_sims = torch.diagonal(cos, dim1=1, dim2=2) @ onehot        # the j == k terms [L, N]
-    return sums - torch.diag_embed(self_sims), onehot.sum(dim=0)
+    onehot = F.one_hot(idx).to(norms.dtype)                           # [B, N]
+    weights = onehot.unsqueeze(1) / denom.unsqueeze(2)                # [B, L, N]
+    width = max(m.shape[1] for m in layers)
+    class_sums = torch.stack([F.pad(w.T @ m, (0, width - m.shape[1]))
+                              for w, m in zip(weights.unbind(1), layers)])  # [L, N, K]
+    gram = class_sums @ class_sums.transpose(1, 2)                    # ordered pairs incl. j == k
+    self_sims = (norms / denom).square().T @ onehot                   # the j == k terms [L, N]
+    return gram - torch.diag_embed(self_sims), onehot.sum(dim=0)
+
+
+def _unit_interval(x: torch.Tensor) -> torch.Tensor:
+    """x with its value clamped to [0, 1] but its gradient untouched: the linear form's sums can
+    round a hair outside (e.g. -1e-8 for identical masks); the true value never is."""
+    return x + (x.detach().clamp(0.0, 1.0) - x.detach())
 
 
 def _cohesion(sums: torch.Tensor, n: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -57,11 +84,11 @@ def _cohesion(sums: torch.Tensor, n: torch.Tensor, reduction: str) -> torch.Tens
     valid = pairs > 0
     if not bool(valid.any()):
         return sums.sum() * 0.0                               # keeps the graph, adds no term
-    same = torch.diagonal(sums, dim1=1, dim2=2)               # [L, N]
+    same = torch.diagonal(sums, dim1=1, dim2=2)[:, valid]     # [L, N'] classes with a pair
     if reduction == "classes":
-        per_layer = 1.0 - (same[:, valid] / pairs[valid]).mean(dim=1)
+        per_layer = 1.0 - _unit_interval(same / pairs[valid]).mean(dim=1)
     else:
-        per_layer = 1.0 - same.sum(dim=1) / pairs.sum()
+        per_layer = 1.0 - _unit_interval(same.sum(dim=1) / pairs[valid].sum())
     return per_layer.mean()
 
 
@@ -73,9 +100,9 @@ def _coupling(sums: torch.Tensor, n: torch.Tensor, reduction: str) -> torch.Tens
     pairs = torch.outer(n, n)[upper]
     cross = sums[:, upper]                                    # [L, P]
     if reduction == "classes":
-        per_layer = (cross / pairs).mean(dim=1)
+        per_layer = _unit_interval(cross / pairs).mean(dim=1)
     else:
-        per_layer = cross.sum(dim=1) / pairs.sum()
+        per_layer = _unit_interval(cross.sum(dim=1) / pairs.sum())
     return per_layer.mean()
 
 

@@ -19,10 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mwt.checkpoint import WEIGHTS, load_checkpoint_into, save_checkpoint
-from mwt.config import (
-    TrainConfig,
-    make_config,
-)
+from mwt.config import TrainConfig, make_config
 from mwt.data import as_tensors
 from mwt.data.augment import Augmentation, augment, default_crop_padding
 from mwt.errors import MwtError, MwtWarning
