@@ -17,6 +17,7 @@ import time
 import torch
 
 import mwt
+from mwt.inference import fold_batchnorm
 
 
 @torch.no_grad()
@@ -32,20 +33,25 @@ def latency(model, x, repeats: int) -> float:
 
 
 def compare(modular, kernels, shape, batch: int, repeats: int, label: str) -> dict:
+    """Module vs full model, as extracted and with BatchNorm folded into the convs (the form
+    `mwt export` writes); the MAC ratio is counted on the extracted pair (fvcore's rules)."""
     full = mwt.extract_module(modular, torch.ones_like(kernels))
     module = mwt.extract_module(modular, kernels)
-    x = torch.randn(batch, *shape)
-    # alternate the two to share machine noise
-    t_full, t_mod = [], []
-    for _ in range(repeats):
-        t_full.append(latency(full, x, 1))
-        t_mod.append(latency(module, x, 1))
-    lat_ratio = statistics.median(t_mod) / statistics.median(t_full)
     mac_ratio = mwt.count_macs(module, shape) / mwt.count_macs(full, shape)
-    return {"module": label, "kernel_share": kernels.float().mean().item(),
-            "full_ms": 1e3 * statistics.median(t_full), "module_ms": 1e3 * statistics.median(t_mod),
-            "latency_ratio": lat_ratio, "mac_ratio": mac_ratio,
-            "latency_over_mac_ratio": lat_ratio / mac_ratio}
+    x = torch.randn(batch, *shape)
+    out = {"module": label, "batch": batch, "kernel_share": kernels.float().mean().item(),
+           "mac_ratio": mac_ratio}
+    for form, (f, m) in {"extracted": (full, module),
+                         "bn_folded": (fold_batchnorm(full), fold_batchnorm(module))}.items():
+        t_full, t_mod = [], []
+        for _ in range(repeats):  # alternate the two to share machine noise
+            t_full.append(latency(f, x, 1))
+            t_mod.append(latency(m, x, 1))
+        lat_ratio = statistics.median(t_mod) / statistics.median(t_full)
+        out[form] = {"full_ms": 1e3 * statistics.median(t_full),
+                     "module_ms": 1e3 * statistics.median(t_mod), "latency_ratio": lat_ratio,
+                     "latency_over_mac_ratio": lat_ratio / mac_ratio}
+    return out
 
 
 def main():
@@ -56,7 +62,7 @@ def main():
     p.add_argument("--model", default="vgg16")
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--keep", type=float, nargs="+", default=[0.25, 0.5])
-    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--batch", type=int, nargs="+", default=[128, 1])
     p.add_argument("--repeats", type=int, default=7)
     args = p.parse_args()
     results = []
@@ -70,16 +76,18 @@ def main():
                  28 if "mnist" in config["dataset"] else 32)
         for classes in args.classes or [["0", "1"]]:
             kernels = mods.kernels_for(classes)
-            results.append(compare(modular, kernels, shape, args.batch, args.repeats,
-                                   f"classes {classes}"))
+            for batch in args.batch:
+                results.append(compare(modular, kernels, shape, batch, args.repeats,
+                                       f"classes {classes}"))
     else:
         torch.manual_seed(0)
         modular = mwt.make_modular(mwt.create_model(args.model, 10, 3, args.width))
         for keep in args.keep:
             kernels = torch.rand(mwt.count_gated_kernels(modular)) < keep
-            results.append(compare(modular, kernels, (3, 32, 32), args.batch, args.repeats,
-                                   f"random {keep:.0%} of kernels"))
-    print(json.dumps({"threads": torch.get_num_threads(), "batch": args.batch,
+            for batch in args.batch:
+                results.append(compare(modular, kernels, (3, 32, 32), batch, args.repeats,
+                                       f"{args.model} random {keep:.0%} of kernels"))
+    print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__,
                       "results": results}, indent=2))
 
 

@@ -96,3 +96,23 @@ def test_sigmoid_on_cut_channels_is_an_error_not_a_wrong_module():
     kernels = torch.tensor([True, False, True, True, True, True, True, True])
     with pytest.raises(mwt.MwtError, match="sigmoid"):
         mwt.extract_module(model, kernels)
+
+
+@pytest.mark.parametrize("name", mwt.list_models())
+@pytest.mark.parametrize("options", [{}, {"keep_gates": True}, {"fold_gates": True}])
+def test_folding_batchnorm_keeps_the_outputs(name, options):
+    from helpers import sparse_modular
+    from mwt.inference import fold_batchnorm
+
+    model = sparse_modular(name, in_channels=1)
+    g = torch.Generator().manual_seed(1)
+    kernels = torch.rand(mwt.count_gated_kernels(model), generator=g) < 0.5
+    if options.get("fold_gates"):
+        options = {**options, "gate_values": torch.rand(len(kernels))}
+    module = extract_module(model, kernels, **options).eval()
+    folded = fold_batchnorm(module)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in module.modules())  # the input is untouched
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), module(x), rtol=1e-4, atol=1e-5)

@@ -4,11 +4,15 @@ Evaluation, modularizing, sub-task accuracy and MAC counting all do this; they s
 helpers so that a model always gets its train/eval mode back, whatever happens in between.
 """
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+import torch.fx as fx
 import torch.nn as nn
+
+from mwt.errors import MwtError
 
 
 @contextmanager
@@ -31,3 +35,36 @@ def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int,
         if device is not None:
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         yield xb, yb
+
+
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """An inference copy of an extracted (or reused) module with every BatchNorm folded into the
+    convolution before it, so a module's speed follows its MACs (BN is memory-bound and shrinks
+    only linearly with the kernels kept). Gate values folded by ``fold_gates`` live in the BN's
+    scale and shift, so they are folded too. Outputs match the module in eval mode."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    from mwt.reuse import ReusedModule
+
+    folded = copy.deepcopy(module).eval()
+    graph_module = folded.module if isinstance(folded, ReusedModule) else folded
+    if not isinstance(graph_module, fx.GraphModule):
+        raise MwtError("fold_batchnorm takes a module from mwt.extract_module or mwt.reuse")
+    modules = dict(graph_module.named_modules())
+    graph = graph_module.graph
+    for node in list(graph.nodes):
+        conv = modules.get(node.target) if node.op == "call_module" else None
+        users = list(node.users)
+        if not isinstance(conv, nn.Conv2d) or len(users) != 1:
+            continue
+        bn_node = users[0]
+        bn = modules.get(bn_node.target) if bn_node.op == "call_module" else None
+        if not isinstance(bn, nn.BatchNorm2d) or not bn.track_running_stats:
+            continue
+        graph_module.add_submodule(node.target, fuse_conv_bn_eval(conv, bn))
+        bn_node.replace_all_uses_with(node)
+        graph.erase_node(bn_node)
+    graph.lint()
+    graph_module.delete_all_unused_submodules()
+    graph_module.recompile()
+    return folded
