@@ -6,6 +6,7 @@ checks everything it will need (options, directories, classes) before any expens
 holds the lock of the directory it writes into for as long as it works there.
 """
 
+import contextlib
 import math
 from pathlib import Path
 
@@ -122,16 +123,14 @@ def reuse_run(run_dir, classes, out=None, *, tau: float | None = None, epochs: i
     if compare is not None:
         _check_run(compare)
     device = resolve_device(device)
-    if out is None:
-        return _reuse_run(run_dir, classes, None, tau, epochs, data_dir, device, keep_gates,
-                          fold_gates, lr, seed, verbose, compare)
-    with lock_directory(out, "mwt reuse"):
-        return _reuse_run(run_dir, classes, out, tau, epochs, data_dir, device, keep_gates,
-                          fold_gates, lr, seed, verbose, compare)
+    with lock_directory(out, "mwt reuse") if out is not None else contextlib.nullcontext():
+        sub = _reuse_run(run_dir, classes, out, tau, device, compare, data_dir,
+                         epochs=epochs, keep_gates=keep_gates, fold_gates=fold_gates, lr=lr,
+                         seed=seed, verbose=verbose)
+    return sub
 
 
-def _reuse_run(run_dir, classes, out, tau, epochs, data_dir, device, keep_gates, fold_gates, lr,
-               seed, verbose, compare) -> ReusedModule:
+def _reuse_run(run_dir, classes, out, tau, device, compare, data_dir, **reuse_options):
     mods = load_modules(run_dir, tau)
     ids = mods.class_ids(classes)
     model, config = load_run(run_dir, device)
@@ -142,9 +141,8 @@ def _reuse_run(run_dir, classes, out, tau, epochs, data_dir, device, keep_gates,
         if compare_config.get("dataset") != config.get("dataset"):
             raise MwtError(f"{compare} was trained on {compare_config.get('dataset')}, not on "
                            f"{config.get('dataset')}; compare runs of the same dataset")
-    sub = reuse(model, mods, ids, train_data, test_data=test_data, epochs=epochs,
-                keep_gates=keep_gates, fold_gates=fold_gates, lr=lr, seed=seed, device=device,
-                verbose=verbose)
+    sub = reuse(model, mods, ids, train_data, test_data=test_data, device=device,
+                **reuse_options)
     sub.report["tau"] = mods.tau
     if compare is not None:
         test = select_classes(test_data, ids)
@@ -155,13 +153,5 @@ def _reuse_run(run_dir, classes, out, tau, epochs, data_dir, device, keep_gates,
     return sub
 
 
-def standard_subtask_accuracy(run_dir, classes: list[int], data_dir=None, device=None) -> float:
-    """A (standard) model's test accuracy on a sub-task: argmax over the target classes' logits."""
-    device = resolve_device(device)
-    model, config = load_run(_check_run(run_dir), device)
-    test = select_classes(run_dataset(config, "test", data_dir), classes)
-    return subtask_accuracy(model, test, classes)
-
-
 __all__ = ["RunSpec", "train_run", "modularize_run", "load_modules", "reuse_run",
-           "run_dataset", "standard_subtask_accuracy", "is_run_dir"]
+           "run_dataset", "is_run_dir"]
