@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from mwt.checks import is_real
 from mwt.errors import CheckpointError, MwtError
 from mwt.io import load_tensors_and_metadata, save_tensors, write_json, write_json_lines
 from mwt.models.registry import ModelSpec
@@ -62,8 +63,7 @@ def _is_str_list(x) -> bool:
 
 
 def _is_num_list(x) -> bool:
-    return isinstance(x, list) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in x)
+    return isinstance(x, list) and all(is_real(v) for v in x)
 
 
 # What a run's config may hold besides the model: key -> check of its value.

@@ -7,10 +7,10 @@ and what ``--resume`` reads back. ``DEMO`` holds the demo's settings. Nothing he
 at module level.
 """
 
-import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from mwt.checks import is_int, is_real
 from mwt.errors import CheckpointError, MwtError
 
 REDUCTIONS = ("classes", "pairs")  # the paper's per-class form, the reference code's pairs
@@ -31,14 +31,6 @@ def default_alpha_beta(model: str | None, dataset: str | None) -> tuple[float, f
 
 
 MAX_SEED = 2**63 - 1
-
-
-def _real(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
 
 
 @dataclass
@@ -68,36 +60,36 @@ class TrainConfig:
 
     def validate(self) -> None:
         """One clear error for the first bad field, before any work starts."""
-        if not _int(self.epochs) or not 1 <= self.epochs <= 100_000:
+        if not is_int(self.epochs) or not 1 <= self.epochs <= 100_000:
             raise MwtError(f"epochs must be an integer from 1 to 100000, got {self.epochs!r}")
-        if not _real(self.lr) or not self.lr > 0:
+        if not is_real(self.lr) or not self.lr > 0:
             raise MwtError(f"lr must be a positive finite number, got {self.lr!r}")
-        if not _real(self.momentum) or not 0 <= self.momentum < 1:
+        if not is_real(self.momentum) or not 0 <= self.momentum < 1:
             raise MwtError(f"momentum must lie in [0, 1), got {self.momentum!r}")
         if not isinstance(self.nesterov, bool):
             raise MwtError(f"nesterov must be true or false, got {self.nesterov!r}")
-        if not _real(self.weight_decay) or self.weight_decay < 0:
+        if not is_real(self.weight_decay) or self.weight_decay < 0:
             raise MwtError(f"weight decay must be a finite number >= 0, got "
                            f"{self.weight_decay!r}")
-        if not _int(self.batch_size) or self.batch_size < 2:
+        if not is_int(self.batch_size) or self.batch_size < 2:
             raise MwtError(f"batch size must be an integer of at least 2, got "
                            f"{self.batch_size!r}")
-        if not _int(self.eval_batch_size) or self.eval_batch_size < 1:
+        if not is_int(self.eval_batch_size) or self.eval_batch_size < 1:
             raise MwtError(f"eval batch size must be a positive integer, got "
                            f"{self.eval_batch_size!r}")
         for weight in (self.alpha, self.beta):
-            if weight is not None and (not _real(weight) or weight < 0):
+            if weight is not None and (not is_real(weight) or weight < 0):
                 raise MwtError(f"alpha and beta must be finite and >= 0, got {self.alpha!r} "
                                f"and {self.beta!r}")
         if self.reduction not in REDUCTIONS:
             raise MwtError(f"reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
-        if self.crop_padding is not None and (not _int(self.crop_padding)
+        if self.crop_padding is not None and (not is_int(self.crop_padding)
                                               or not 0 <= self.crop_padding <= 64):
             raise MwtError(f"crop padding must be an integer from 0 to 64, got "
                            f"{self.crop_padding!r}")
         if self.hflip is not None and not isinstance(self.hflip, bool):
             raise MwtError(f"hflip must be true or false, got {self.hflip!r}")
-        if not _int(self.seed) or not 0 <= self.seed <= MAX_SEED:
+        if not is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
             raise MwtError(f"seed must be an integer from 0 to 2**63 - 1, got {self.seed!r}")
 
     def resolved(self, model: str | None, dataset: str | None, augmentation) -> "TrainConfig":

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mwt.checkpoint import load_run
+from mwt.checks import is_int
 from mwt.config import DEMO, RunSpec
 from mwt.data import load_dataset
 from mwt.errors import MwtError
@@ -34,8 +35,7 @@ def run_demo(out=DEMO.out, *, model: str = DEMO.model, width: float = DEMO.width
     out = Path(out)
     spec = RunSpec.from_settings(model=model, dataset="demo", width=width, epochs=epochs,
                                  batch_size=batch_size, seed=seed)
-    if isinstance(finetune_epochs, bool) or not isinstance(finetune_epochs, int) \
-            or not 0 <= finetune_epochs <= 1000:
+    if not is_int(finetune_epochs) or not 0 <= finetune_epochs <= 1000:
         raise MwtError(f"fine-tuning epochs must be an integer from 0 to 1000, got "
                        f"{finetune_epochs!r}")
     tau = check_tau(tau)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from mwt.checks import is_int
 from mwt.errors import CheckpointError, MwtError
 from mwt.extract import extract_module
 from mwt.inference import fold_batchnorm
@@ -110,8 +111,7 @@ def _fail(path, reason: str) -> CheckpointError:
 
 
 def _int_list(value, name: str, path, low: int, high: int) -> list[int]:
-    if not isinstance(value, list) or not all(
-            isinstance(i, int) and not isinstance(i, bool) for i in value):
+    if not isinstance(value, list) or not all(is_int(i) for i in value):
         raise _fail(path, f"{name} must be a list of integers")
     if any(not low <= i < high for i in value):
         raise _fail(path, f"{name} must lie in {low}..{high - 1}")
@@ -152,7 +152,7 @@ def _input_shape(meta: dict, in_channels: int, path) -> tuple[int, ...] | None:
     if shape is None:
         return None
     if (not isinstance(shape, list) or len(shape) != 3
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
+            or not all(is_int(v) for v in shape)
             or not all(1 <= v <= 4096 for v in shape)):
         raise _fail(path, "input_shape must be [C, H, W] of positive integers")
     if shape[0] != in_channels:

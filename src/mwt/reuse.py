@@ -18,6 +18,7 @@ from dataclasses import replace
 import torch
 import torch.nn as nn
 
+from mwt.checks import is_int, is_real
 from mwt.data import as_tensors
 from mwt.errors import MwtError, MwtWarning
 from mwt.extract import extract_module, kernel_share
@@ -54,6 +55,16 @@ class ReusedModule(nn.Module):
 
     def forward(self, x):
         return self.head(self.module(x))
+
+
+def check_finetune_options(epochs, lr, batch_size: int = 128) -> None:
+    """Fine-tuning settings, checked before anything is loaded or built."""
+    if not is_int(epochs) or not 0 <= epochs <= 100_000:
+        raise MwtError(f"fine-tuning epochs must be an integer from 0 to 100000, got {epochs!r}")
+    if not is_int(batch_size) or batch_size < 2:
+        raise MwtError(f"batch size must be an integer of at least 2, got {batch_size!r}")
+    if not is_real(lr) or lr <= 0:
+        raise MwtError(f"lr must be a positive finite number, got {lr!r}")
 
 
 def select_classes(data, classes: list[int]):
@@ -117,10 +128,7 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
     if len(ids) < 2:
         raise MwtError("reuse needs at least two classes (a sub-task with one class has nothing "
                        "to classify)")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or not 0 <= epochs <= 100_000:
-        raise MwtError(f"fine-tuning epochs must be an integer from 0 to 100000, got {epochs!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
-        raise MwtError(f"batch size must be an integer of at least 2, got {batch_size!r}")
+    check_finetune_options(epochs, lr, batch_size)
     device = resolve_device(device)
     model = model.to(device).eval()
     kernels = mods.kernels_for(ids)

@@ -7,7 +7,6 @@ holds the lock of the directory it writes into for as long as it works there.
 """
 
 import contextlib
-import math
 from pathlib import Path
 
 import torch
@@ -21,7 +20,13 @@ from mwt.io import lock_directory, remove_stale_temps
 from mwt.models import create_model
 from mwt.modularize import ModuleSet, check_batch_size, check_tau, modularize
 from mwt.module_io import check_module_out, save_module
-from mwt.reuse import ReusedModule, reuse, select_classes, subtask_accuracy
+from mwt.reuse import (
+    ReusedModule,
+    check_finetune_options,
+    reuse,
+    select_classes,
+    subtask_accuracy,
+)
 from mwt.train import check_run_dir, is_run_dir, resolve_device, train
 
 
@@ -113,11 +118,7 @@ def reuse_run(run_dir, classes, out=None, *, tau: float | None = None, epochs: i
     ``compare``: another run (e.g. the standard model) whose accuracy on the same sub-task is
     added to the report as ``compare_acc``. Everything is checked before fine-tuning starts.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise MwtError(f"fine-tuning epochs must be an integer >= 0, got {epochs!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) \
-            or lr <= 0:
-        raise MwtError(f"lr must be a positive finite number, got {lr!r}")
+    check_finetune_options(epochs, lr)
     if out is not None:
         check_module_out(out)
     if compare is not None:

@@ -1,11 +1,11 @@
 """A tiny model registry (timm-style): models are created by name from plain factory functions."""
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch.nn as nn
 
+from mwt.checks import is_int, is_real
 from mwt.errors import MwtError
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -36,15 +36,14 @@ class ModelSpec:
         if not isinstance(self.name, str) or self.name.lower() not in _MODELS:
             raise MwtError(f"unknown model {self.name!r}; known models: "
                            f"{', '.join(list_models())}")
-        if not _is_int(self.num_classes) or not 2 <= self.num_classes <= 100_000:
+        if not is_int(self.num_classes) or not 2 <= self.num_classes <= 100_000:
             raise MwtError(f"num_classes must be an integer from 2 to 100000, got "
                            f"{self.num_classes!r}")
-        if not _is_int(self.in_channels) or not 1 <= self.in_channels <= 1024:
+        if not is_int(self.in_channels) or not 1 <= self.in_channels <= 1024:
             raise MwtError(f"in_channels must be an integer from 1 to 1024, got "
                            f"{self.in_channels!r}")
         w = self.width
-        if (isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w)
-                or not 0 < w <= MAX_WIDTH):
+        if not is_real(w) or not 0 < w <= MAX_WIDTH:
             raise MwtError(f"width must be a number in (0, {MAX_WIDTH:g}], got {w!r}")
         return self
 
@@ -76,10 +75,6 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3,
                  width: float = 1.0) -> nn.Module:
     """Build a standard (gate-free) model; ``mwt.make_modular`` turns it into a modular one."""
     return ModelSpec(str(name), num_classes, in_channels, width).build()
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def scaled(channels: int, width: float) -> int:
