@@ -115,6 +115,20 @@ def check_writable(directory) -> Path:
     return directory
 
 
+def check_creatable(path) -> None:
+    """Fail early unless ``path`` could be created: its nearest existing ancestor is a directory
+    we can write in (nothing is created)."""
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise MwtError(f"cannot create {path}: {probe} is a file")
+    check_writable(probe)
+
+
 # ---------------------------------------------------------------------------------- JSON
 
 
@@ -229,11 +243,6 @@ def read_artifact(directory, name: str, fmt: str, what: str):
         raise CheckpointError(f"{tensor_path} is corrupted or does not belong to {meta_path}: "
                               "its SHA-256 does not match")
     return meta, _parse(raw, tensor_path)[0]
-
-
-def read_metadata(path) -> dict[str, str]:
-    """The string metadata of a safetensors file's header (the file is checksum verified)."""
-    return load_tensors_and_metadata(path)[1]
 
 
 # -------------------------------------------------------------------------------- locks

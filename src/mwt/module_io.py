@@ -21,7 +21,7 @@ from mwt.extract import extract_module
 from mwt.inference import fold_batchnorm
 from mwt.io import (
     TEMP_PREFIX,
-    check_writable,
+    check_creatable,
     make_dir,
     os_error,
     read_artifact,
@@ -86,20 +86,8 @@ def check_module_out(path) -> Path:
     if taken:
         raise MwtError(f"{path} already holds a module ({', '.join(taken)}); choose another "
                        "--out")
-    _check_creatable(path)
+    check_creatable(path)
     return path
-
-
-def _check_creatable(path: Path) -> None:
-    """The nearest existing ancestor of ``path`` is a directory we can write in."""
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        raise MwtError(f"cannot create {path}: {probe} is a file")
-    check_writable(probe)
 
 
 def _jsonable(report: dict) -> dict:
@@ -230,7 +218,7 @@ def export_path(module_dir, fmt: str, out=None, force: bool = False) -> Path:
         raise MwtError(f"{path} is a directory; give --out a file name")
     if path.exists() and not force:
         raise MwtError(f"{path} already exists; pass --force to replace it")
-    _check_creatable(path.parent)
+    check_creatable(path.parent)
     return path
 
 
