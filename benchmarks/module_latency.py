@@ -1,5 +1,9 @@
 """Extracted-module latency against the full model, next to their MAC ratio.
 
+Three forms: as extracted, with BatchNorm folded into the convs (what `mwt export` writes), and
+folded in channels_last memory format. Each result also says what the first, ungated conv
+costs of the full model (``first_conv``), since every module keeps it whole.
+
 Target (benchmarks/README.md): latency ratio within 1.25x of the MAC ratio (CPU, batch 128).
 The "full model" is
 the same architecture without gates. With ``--run DIR --classes ...`` the modules come from a
@@ -10,6 +14,7 @@ modularized run; otherwise each layer keeps a random share of its kernels.
 """
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -32,6 +37,22 @@ def latency(model, x, repeats: int) -> float:
     return statistics.median(times)
 
 
+def first_conv_cost(full, shape, x, repeats: int) -> dict:
+    """What the first conv, which no module can drop (it reads the image and is not gated),
+    costs of the full model: its MAC share, a floor under every module's MAC ratio, and its
+    share of the latency (conv + BN + ReLU timed alone)."""
+    total, per_layer = mwt.count_macs(full, shape, per_layer=True)
+    name, conv = next((n, m) for n, m in full.named_modules() if isinstance(m, torch.nn.Conv2d))
+    bn = next(m for m in full.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    stem = torch.nn.Sequential(conv, bn, torch.nn.ReLU())
+    t_stem, t_full = [], []
+    for _ in range(repeats):
+        t_stem.append(latency(stem, x, 1))
+        t_full.append(latency(full, x, 1))
+    return {"layer": name, "mac_share": per_layer[name] / total,
+            "latency_share": statistics.median(t_stem) / statistics.median(t_full)}
+
+
 def compare(modular, kernels, shape, batch: int, repeats: int, label: str) -> dict:
     """Module vs full model, as extracted and with BatchNorm folded into the convs (the form
     `mwt export` writes); the MAC ratio is counted on the extracted pair (fvcore's rules)."""
@@ -40,13 +61,16 @@ def compare(modular, kernels, shape, batch: int, repeats: int, label: str) -> di
     mac_ratio = mwt.count_macs(module, shape) / mwt.count_macs(full, shape)
     x = torch.randn(batch, *shape)
     out = {"module": label, "batch": batch, "kernel_share": kernels.float().mean().item(),
-           "mac_ratio": mac_ratio}
-    for form, (f, m) in {"extracted": (full, module),
-                         "bn_folded": (fold_batchnorm(full), fold_batchnorm(module))}.items():
+           "mac_ratio": mac_ratio, "first_conv": first_conv_cost(full, shape, x, repeats)}
+    folded = (fold_batchnorm(full), fold_batchnorm(module))
+    last = tuple(copy.deepcopy(m).to(memory_format=torch.channels_last) for m in folded)
+    forms = {"extracted": (full, module, x), "bn_folded": (*folded, x),
+             "bn_folded_channels_last": (*last, x.to(memory_format=torch.channels_last))}
+    for form, (f, m, xf) in forms.items():
         t_full, t_mod = [], []
         for _ in range(repeats):  # alternate the two to share machine noise
-            t_full.append(latency(f, x, 1))
-            t_mod.append(latency(m, x, 1))
+            t_full.append(latency(f, xf, 1))
+            t_mod.append(latency(m, xf, 1))
         lat_ratio = statistics.median(t_mod) / statistics.median(t_full)
         out[form] = {"full_ms": 1e3 * statistics.median(t_full),
                      "module_ms": 1e3 * statistics.median(t_mod), "latency_ratio": lat_ratio,

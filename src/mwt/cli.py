@@ -49,6 +49,13 @@ def _add_train(sub) -> None:
                    help="continue the interrupted run in --out with its saved settings (a run "
                    "that died before its first checkpoint starts again from epoch 0); only "
                    "--epochs may change")
+    p.add_argument("--compile", action="store_true",
+                   help="run the training step (model, gates, losses) through torch.compile")
+    p.add_argument("--local-losses", action="store_true", default=None,
+                   help="under torchrun: cohesion/coupling losses per rank instead of over the "
+                   "global batch")
+    p.add_argument("--sync-bn", action="store_true", default=None,
+                   help="under torchrun on CUDA: BatchNorm statistics over the global batch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--quiet", action="store_true", help="no per-epoch summary lines")
     p.set_defaults(func=cmd_train)
@@ -57,10 +64,11 @@ def _add_train(sub) -> None:
 # The `mwt train` options that describe the run (RunSpec and TrainConfig fields, CLI switches).
 RUN_OPTIONS = ("model", "dataset", "data_dir", "download", "width", "standard", "epochs",
                "alpha", "beta", "reduction", "lr", "weight_decay", "batch_size", "hflip",
-               "augment", "seed")
+               "augment", "seed", "local_losses", "sync_bn")
 
 
 def cmd_train(args) -> int:
+    from mwt.distributed import init_from_env, is_main
     from mwt.runs import train_run
 
     given = {k: getattr(args, k) for k in RUN_OPTIONS if getattr(args, k) is not None}
@@ -72,9 +80,11 @@ def cmd_train(args) -> int:
         spec = None
     else:
         spec = RunSpec.from_settings(**given)
-    result = train_run(args.out, spec, resume=args.resume, device=args.device,
+    result = train_run(args.out, spec, resume=args.resume, device=init_from_env(args.device),
                        progress=not args.no_progress, verbose=not args.quiet,
-                       **({"epochs": args.epochs} if args.resume else {}))
+                       compile=args.compile, **({"epochs": args.epochs} if args.resume else {}))
+    if not is_main():
+        return 0
     final = result.final
     spec = RunSpec.load(args.out)
     kind = "standard" if spec.standard else "modular"
@@ -88,10 +98,13 @@ def cmd_train(args) -> int:
 
 
 def cmd_modularize(args) -> int:
+    from mwt.distributed import init_from_env, is_main
     from mwt.runs import modularize_run
 
-    mods = modularize_run(args.run, args.tau, data_dir=args.data_dir, device=args.device,
-                          batch_size=args.batch_size)
+    mods = modularize_run(args.run, args.tau, data_dir=args.data_dir,
+                          device=init_from_env(args.device), batch_size=args.batch_size)
+    if not is_main():
+        return 0
     print(f"modules of {args.run} at tau {mods.tau}: KRR {mods.krr:.4f}, "
           f"cohesion {mods.cohesion:.4f}, coupling {mods.coupling:.4f}")
     print(f"{'class':<4} {'name':<16} {'kernels':>8} {'share':>7}")
@@ -114,8 +127,9 @@ def cmd_reuse(args) -> int:
                     fold_gates=args.fold_gates, lr=args.lr, seed=args.seed,
                     verbose=not args.quiet, compare=args.compare)
     r = sub.report
+    found = f"at tau {r['tau']:.2f}" if r["tau"] is not None else "found by CNNSplitter"
     print(f"module for classes {r['classes']} ({', '.join(r['class_names'])}), "
-          f"from the module set at tau {r['tau']:.2f}:")
+          f"from the module set {found}:")
     print(f"  kernels kept   {r['kernel_share']:.2%} of the model's gated kernels")
     print(f"  MACs           {r['macs'] / 1e6:.2f} M of {r['macs_full'] / 1e6:.2f} M "
           f"({r['macs_ratio']:.2%})")
@@ -173,6 +187,84 @@ def cmd_datasets(args) -> int:
 
     for name in list_datasets():
         print(name)
+    return 0
+
+
+def _add_baseline(sub) -> None:
+    from mwt.baselines import CNNSplitterConfig
+
+    cfg = CNNSplitterConfig()  # the defaults shown here are its own, written once
+    p = sub.add_parser("baseline", help="modularize a standard run with a baseline method")
+    what = p.add_subparsers(dest="baseline", required=True)
+    q = what.add_parser("cnnsplitter", help="CNNSplitter's genetic search (Qi et al., ASE 2022)",
+                        description="Search per-class modules of a trained standard model with "
+                        "CNNSplitter (see docs/baselines.md) and save them like MwT's, for "
+                        "`mwt reuse`. A killed search continues when run again.")
+    q.add_argument("run", help="run directory of `mwt train --standard`")
+    q.add_argument("--out", required=True, help="directory for the result (new, empty, or this "
+                   "command's own to continue it)")
+    q.add_argument("--generations", type=int, help=f"genetic steps (default {cfg.generations})")
+    q.add_argument("--population", type=int,
+                   help=f"candidates per class (default {cfg.population})")
+    q.add_argument("--parents", type=int, help=f"parents per generation (default {cfg.parents})")
+    q.add_argument("--keep-parents", type=int,
+                   help=f"parents carried over (default {cfg.keep_parents})")
+    q.add_argument("--mutation-rate", type=float,
+                   help=f"share of genes re-drawn (default {cfg.mutation_rate})")
+    q.add_argument("--patience", type=int,
+                   help=f"stop after this many generations without a better best "
+                   f"(default {cfg.patience})")
+    q.add_argument("--no-early-stop", action="store_true", help="run every generation")
+    q.add_argument("--search-samples", type=int,
+                   help="search on a random subset of the 20%% search split (default: all)")
+    q.add_argument("--budget-minutes", type=float,
+                   help="stop after the generation that passes this search time")
+    q.add_argument("--seed", type=int, help=f"default {cfg.seed}")
+    q.add_argument("--batch-size", type=int,
+                   help=f"(candidate, sample) pairs per forward pass (default {cfg.batch_size})")
+    q.add_argument("--data-dir", default=None)
+    q.add_argument("--device", default=None)
+    q.add_argument("--force", action="store_true",
+                   help="search again from scratch in an --out that holds a search")
+    q.add_argument("--no-progress", action="store_true", help="no progress bars")
+    q.add_argument("--quiet", action="store_true", help="no per-generation lines")
+    q.set_defaults(func=cmd_baseline)
+
+
+BASELINE_OPTIONS = ("generations", "population", "parents", "keep_parents", "mutation_rate",
+                    "patience", "search_samples", "budget_minutes", "seed", "batch_size")
+
+
+def cmd_baseline(args) -> int:
+    from dataclasses import replace
+
+    from mwt.baselines import cnnsplitter_run, default_config
+
+    config = default_config(**{k: getattr(args, k) for k in BASELINE_OPTIONS})
+    if args.no_early_stop:
+        config = replace(config, patience=None)
+    try:
+        result = cnnsplitter_run(args.run, args.out, config, data_dir=args.data_dir,
+                                 device=args.device, progress=not args.no_progress,
+                                 verbose=not args.quiet, force=args.force)
+    except KeyboardInterrupt:
+        print(f"mwt: interrupted; run the same command again to continue {args.out} from its "
+              "last finished generation", file=sys.stderr)
+        return 130
+    r = result.report
+    budget = f" of a {r['budget_minutes']:g} min budget" if r["budget_minutes"] else ""
+    print(f"CNNSplitter on {args.run}: {r['generations_run']} generations, best "
+          f"{r['best_generation']}, stopped by {r['stopped_by'].replace('_', ' ')}; search "
+          f"{r['search_seconds'] / 60:.1f} min{budget}")
+    print(f"  standard model    test acc {r['standard_acc']['test']:.4f}")
+    print(f"  composed modules  test acc {r['composed_acc']['test']:.4f} (search split "
+          f"{r['composed_acc']['search']:.4f})")
+    print(f"  KRR {r['krr']:.4f}, cohesion {r['cohesion']:.4f}, coupling {r['coupling']:.4f}, "
+          f"module MACs {r['macs_ratio']:.2%} of the model's")
+    for note in r["warnings"]:
+        print(f"warning: {note}")
+    print(f"saved {Path(args.out) / result.modules.stem}.safetensors and .json; results in "
+          f"{Path(args.out) / 'cnnsplitter.json'}")
     return 0
 
 
@@ -254,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default=None, help="output file (default: inside the module dir)")
     q.add_argument("--force", action="store_true", help="replace an existing output file")
     q.set_defaults(func=cmd_export)
+    _add_baseline(sub)
     return parser
 
 
@@ -280,6 +373,9 @@ def main(argv=None) -> int:
                 if args.command == "train" else "; nothing half-written was left behind")
         print(f"mwt: interrupted{hint}", file=sys.stderr)
         return 130
+    finally:
+        if "mwt.distributed" in sys.modules:  # a torchrun rank: leave the process group cleanly
+            sys.modules["mwt.distributed"].shutdown()
 
 
 if __name__ == "__main__":

@@ -57,6 +57,10 @@ class TrainConfig:
     hflip: bool | None = None
     seed: int = 0
     eval_batch_size: int = 1024
+    # Several processes (torchrun): the losses see each rank's own batch only, not the global one.
+    local_losses: bool = False
+    # Several processes on CUDA: BatchNorm statistics over the global batch (SyncBatchNorm).
+    sync_bn: bool = False
 
     def validate(self) -> None:
         """One clear error for the first bad field, before any work starts."""
@@ -89,6 +93,9 @@ class TrainConfig:
                            f"{self.crop_padding!r}")
         if self.hflip is not None and not isinstance(self.hflip, bool):
             raise MwtError(f"hflip must be true or false, got {self.hflip!r}")
+        for name in ("local_losses", "sync_bn"):
+            if not isinstance(getattr(self, name), bool):
+                raise MwtError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
             raise MwtError(f"seed must be an integer from 0 to 2**63 - 1, got {self.seed!r}")
 

@@ -46,6 +46,7 @@ from mwt.gates import (
     global_avg_pool,
     is_mask_output,
     is_modular,
+    make_modular,
     strip_gates,
 )
 from mwt.model_info import ModuleInfo, MwtInfo, mwt_info, set_mwt_info
@@ -461,6 +462,10 @@ def extract_module(model: nn.Module, kernels, *, keep_gates: bool = False,
 
     ``kernels``: 1-D bool tensor over all gated kernels, in the order of the concatenated masks
     of ``model(x, return_masks=True)`` (e.g. ``ModuleSet.kernels_for(classes)``).
+    A standard model (no gates) is cut the same way over the kernels ``make_modular`` would gate
+    (``mwt.gates.gateable_layers``): the module computes the standard model with every other
+    gated kernel's output set to zero (e.g. a CNNSplitter module, ``mwt.baselines``). It has no
+    gates to keep or fold.
     By default the gates are removed (paper section 3.3): the module computes what the modular
     model computes with every gate value set to 1 on kept kernels and 0 elsewhere.
     ``keep_gates=True`` keeps each gate, restricted to the kept kernels: the module then computes
@@ -470,7 +475,13 @@ def extract_module(model: nn.Module, kernels, *, keep_gates: bool = False,
     The module returns the original N-way logits.
     """
     if not is_modular(model):
-        raise MwtError("extract_module needs a modular model (from mwt.make_modular)")
+        if keep_gates or fold_gates:
+            raise MwtError(f"{'keep_gates' if keep_gates else 'fold_gates'} needs a modular model "
+                           "(from mwt.make_modular); a standard model has no gates")
+        # Gates inserted only to be stripped again: the graph the passes below know. Their
+        # random initialisation must not move the caller's random stream.
+        with torch.random.fork_rng(devices=[]):
+            model = make_modular(model)
     if keep_gates and fold_gates:
         raise MwtError("keep_gates and fold_gates exclude each other")
     if fold_gates and gate_values is None:

@@ -40,9 +40,12 @@ def _check(labels: torch.Tensor, reduction: str, batch: int) -> None:
                        f"{tuple(labels.shape)}")
 
 
-def pair_similarity_sums(masks, labels: torch.Tensor, reduction: str = "classes"):
+def pair_similarity_sums(masks, labels: torch.Tensor, reduction: str = "classes",
+                         num_classes: int | None = None):
     """Per layer and class pair (h, i): the sum of mask cosines over sample pairs j in h, k in i,
-    j != k. Returns (sums [L, N, N], samples per class [N]) over the N classes in the batch.
+    j != k. Returns (sums [L, N, N], samples per class [N]) over the N classes in the batch, or
+    over all ``num_classes`` classes when given (absent ones count 0 samples and add no term;
+    shapes then do not depend on the batch's labels, which ``torch.compile`` needs).
 
     Linear in the batch B: with u_j = m_j / max(||m_j||, eps) (F.normalize), the class sums
     S_h = sum_{j in h} u_j give sums[h, i] = S_h . S_i - [h == i] sum_{j in h} ||u_j||^2.
@@ -62,8 +65,11 @@ def pair_similarity_sums(masks, labels: torch.Tensor, reduction: str = "classes"
     _check(labels, reduction, layers[0].shape[0])
     norms = torch.cat([torch.linalg.vector_norm(m, dim=1, keepdim=True) for m in layers], dim=1)
     denom = norms.clamp_min(_EPS)                                     # [B, L]
-    _, idx = torch.unique(labels, return_inverse=True)
-    onehot = F.one_hot(idx).to(norms.dtype)                           # [B, N]
+    if num_classes is None:
+        _, idx = torch.unique(labels, return_inverse=True)
+        onehot = F.one_hot(idx).to(norms.dtype)                       # [B, N]
+    else:
+        onehot = F.one_hot(labels, num_classes).to(norms.dtype)
     weights = onehot.unsqueeze(1) / denom.unsqueeze(2)                # [B, L, N]
     width = max(m.shape[1] for m in layers)
     class_sums = torch.stack([F.pad(w.T @ m, (0, width - m.shape[1]))
@@ -80,29 +86,32 @@ def _unit_interval(x: torch.Tensor) -> torch.Tensor:
 
 
 def _cohesion(sums: torch.Tensor, n: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Classes with fewer than two samples add no term; with none at all the loss is 0 (and keeps
+    the graph). No branch depends on the data, so the step compiles as one graph."""
     pairs = n * (n - 1)                                       # ordered same-class pairs per class
-    valid = pairs > 0
-    if not bool(valid.any()):
-        return sums.sum() * 0.0                               # keeps the graph, adds no term
-    same = torch.diagonal(sums, dim1=1, dim2=2)[:, valid]     # [L, N'] classes with a pair
+    valid = (pairs > 0).to(sums.dtype)
+    same = torch.diagonal(sums, dim1=1, dim2=2)               # [L, N]
     if reduction == "classes":
-        per_layer = 1.0 - _unit_interval(same / pairs[valid]).mean(dim=1)
+        ratio = _unit_interval(same / pairs.clamp_min(1))
+        per_layer = ((1.0 - ratio) * valid).sum(dim=1) / valid.sum().clamp_min(1)
     else:
-        per_layer = 1.0 - _unit_interval(same.sum(dim=1) / pairs[valid].sum())
+        total = pairs.sum()
+        ratio = _unit_interval((same * valid).sum(dim=1) / total.clamp_min(1))
+        per_layer = (1.0 - ratio) * (total > 0).to(sums.dtype)
     return per_layer.mean()
 
 
 def _coupling(sums: torch.Tensor, n: torch.Tensor, reduction: str) -> torch.Tensor:
-    num = n.numel()
-    if num < 2:
-        return sums.sum() * 0.0
-    upper = torch.triu(torch.ones(num, num, dtype=torch.bool, device=n.device), diagonal=1)
-    pairs = torch.outer(n, n)[upper]
-    cross = sums[:, upper]                                    # [L, P]
+    """Class pairs with a class absent from the batch add no term; 0 for a one-class batch."""
+    i, j = torch.triu_indices(n.numel(), n.numel(), offset=1, device=n.device)
+    pairs = n[i] * n[j]
+    valid = (pairs > 0).to(sums.dtype)
+    cross = sums[:, i, j]                                     # [L, P]
     if reduction == "classes":
-        per_layer = _unit_interval(cross / pairs).mean(dim=1)
+        per_layer = ((_unit_interval(cross / pairs.clamp_min(1)) * valid).sum(dim=1)
+                     / valid.sum().clamp_min(1))
     else:
-        per_layer = _unit_interval(cross.sum(dim=1) / pairs.sum())
+        per_layer = _unit_interval(cross.sum(dim=1) / pairs.sum().clamp_min(1))
     return per_layer.mean()
 
 
@@ -117,8 +126,9 @@ def coupling_loss(masks, labels: torch.Tensor, reduction: str = "classes") -> to
 
 
 def modular_objective(ce: torch.Tensor, masks, labels: torch.Tensor, alpha: float, beta: float,
-                      reduction: str = "classes"):
-    """Eq. 6: O = CE + alpha * L_ch + beta * L_cp; returns (O, L_ch, L_cp)."""
-    sums, n = pair_similarity_sums(masks, labels, reduction)
+                      reduction: str = "classes", num_classes: int | None = None):
+    """Eq. 6: O = CE + alpha * L_ch + beta * L_cp; returns (O, L_ch, L_cp). ``num_classes``: see
+    :func:`pair_similarity_sums` (the same values, with shapes fixed)."""
+    sums, n = pair_similarity_sums(masks, labels, reduction, num_classes)
     ch, cp = _cohesion(sums, n, reduction), _coupling(sums, n, reduction)
     return ce + alpha * ch + beta * cp, ch, cp

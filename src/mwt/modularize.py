@@ -10,7 +10,8 @@ A module set is saved as ``modules-tau<T>.safetensors`` + ``modules-tau<T>.json`
 :func:`module_set_stem`), so sets made with different taus live side by side in one directory;
 :func:`list_module_sets` finds them and ``ModuleSet.load(directory, tau)`` reads one back, checking
 every field. A ``modules.json`` + ``modules.safetensors`` pair written by older versions is still
-read.
+read. A module set found by another method than MwT's tau rule (``ModuleSet.method``, e.g. the
+CNNSplitter baseline of ``mwt.baselines``) has no tau and is saved as ``modules-<method>.*``.
 """
 
 import math
@@ -27,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mwt import distributed as dist
 from mwt.data import as_tensors
 from mwt.errors import CheckpointError, MwtError, MwtWarning
 from mwt.gates import gateable_layers, is_modular
@@ -39,6 +41,8 @@ TAU_STEP = Fraction(1, 20)  # 0.05, exactly
 FORMAT = "mwt-modules/1"
 STEM_PREFIX = "modules-tau"
 LEGACY_STEM = "modules"  # the single module set of a directory written by older versions
+# How a set's masks were found: MwT's tau rule, or a baseline saved as ``modules-<method>.*``.
+METHODS = ("mwt", "cnnsplitter")
 # A module set whose KRR, or one of whose modules, reaches this share of the kernels is degenerate.
 NEARLY_ALL = 0.95
 TENSORS = ("masks", "frequencies", "gate_means", "counts", "layer_tau")
@@ -86,6 +90,14 @@ def _tau_text(tau) -> str:
     return module_set_stem(tau)[len(STEM_PREFIX):]
 
 
+def method_set_stem(method: str) -> str:
+    """The file stem of a set found by a method without a tau: ``modules-cnnsplitter``."""
+    if method not in METHODS or method == "mwt":
+        raise MwtError(f"unknown module-set method {_short(method)}; known: "
+                       f"{', '.join(m for m in METHODS if m != 'mwt')}")
+    return f"{LEGACY_STEM}-{method}"
+
+
 def _legacy_tau(path: Path) -> float | None:
     """The tau of a legacy ``modules.json``, or None when it cannot be read."""
     try:
@@ -94,8 +106,9 @@ def _legacy_tau(path: Path) -> float | None:
         return None
 
 
-def list_module_sets(directory) -> dict[float, Path]:
-    """Every module set saved in ``directory``: tau -> its JSON file, in increasing tau.
+def list_module_sets(directory) -> dict[float | str, Path]:
+    """Every module set saved in ``directory``: tau -> its JSON file, in increasing tau, then
+    method name -> its JSON file for sets of other methods (``modules-cnnsplitter.json``).
 
     New-style sets are found by file name (``modules-tau<T>.json``, see :func:`module_set_stem`);
     a legacy ``modules.json`` by the tau recorded inside it (it is left out when that cannot be
@@ -121,11 +134,16 @@ def list_module_sets(directory) -> dict[float, Path]:
             continue
         if module_set_stem(tau) == path.stem:
             found[tau] = path
-    return dict(sorted(found.items()))
+    others = {m: directory / f"{method_set_stem(m)}.json" for m in METHODS if m != "mwt"}
+    return {**dict(sorted(found.items())), **{m: p for m, p in others.items() if p.is_file()}}
 
 
-def _taus_text(taus) -> str:
-    return ", ".join(_tau_text(t) for t in sorted(taus))
+def _taus_text(keys) -> str:
+    """``tau 0.60, 0.90`` for the keys of :func:`list_module_sets`, methods after the taus."""
+    taus = sorted(k for k in keys if not isinstance(k, str))
+    parts = [f"tau {', '.join(_tau_text(t) for t in taus)}"] if taus else []
+    parts += [f"a {m} set" for m in keys if isinstance(m, str)]
+    return " and ".join(parts)
 
 
 def class_ids(classes, names: list[str]) -> list[int]:
@@ -157,11 +175,15 @@ def class_ids(classes, names: list[str]) -> list[int]:
 
 @dataclass
 class ModuleSet:
-    """Per-class kernel masks of a modular model, with the figures of paper Table 2."""
+    """Per-class kernel masks of a modular model, with the figures of paper Table 2.
+
+    ``method`` says how the masks were found: ``"mwt"`` (the tau rule of section 3.3) or a
+    baseline such as ``"cnnsplitter"`` (``mwt.baselines``), whose set has no tau (``None``).
+    """
 
     masks: torch.Tensor            # bool [N, K]: module c keeps kernel k
     layers: list[tuple[str, int]]  # (conv name, kernels) per gated layer, in mask order
-    tau: float
+    tau: float | None              # None for a set of another method than MwT's
     frequencies: torch.Tensor      # float [N, K]: share of class-c samples using kernel k
     gate_means: torch.Tensor       # float [N, K]: mean gate value over class-c samples
     counts: torch.Tensor           # int [N]: training samples per class
@@ -173,6 +195,7 @@ class ModuleSet:
     seconds: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # degenerate gates found when modularizing
+    method: str = "mwt"
 
     @property
     def num_classes(self) -> int:
@@ -184,8 +207,9 @@ class ModuleSet:
 
     @property
     def stem(self) -> str:
-        """The file stem this set is saved under (``modules-tau0.90`` for tau 0.9)."""
-        return module_set_stem(self.tau)
+        """The file stem this set is saved under (``modules-tau0.90`` for tau 0.9,
+        ``modules-cnnsplitter`` for a CNNSplitter set)."""
+        return module_set_stem(self.tau) if self.method == "mwt" else method_set_stem(self.method)
 
     def class_ids(self, classes) -> list[int]:
         """Class ids from ids or names; a bad one is a clear error."""
@@ -202,7 +226,8 @@ class ModuleSet:
         return (self.gate_means[ids] * weights[:, None]).sum(0) / weights.sum().clamp(min=1)
 
     def summary(self) -> dict:
-        return {"tau": self.tau, "krr": self.krr, "cohesion": self.cohesion,
+        return {"method": self.method, "tau": self.tau, "krr": self.krr,
+                "cohesion": self.cohesion,
                 "coupling": self.coupling, "kernels_per_module": self.masks.sum(1).tolist(),
                 "total_kernels": self.total_kernels, "seconds": self.seconds}
 
@@ -221,8 +246,9 @@ class ModuleSet:
         return directory / f"{stem}.json"
 
     @classmethod
-    def load(cls, directory, tau=None) -> "ModuleSet":
-        """The module set of ``tau`` saved in ``directory`` (``tau=None``: its only one).
+    def load(cls, directory, tau=None, *, method: str | None = None) -> "ModuleSet":
+        """The module set of ``tau`` saved in ``directory`` (``tau=None``: its only one), or with
+        ``method`` (e.g. ``"cnnsplitter"``) the set of that method.
 
         Every field of the JSON and every tensor is checked: a missing, corrupted or inconsistent
         set is a :class:`~mwt.errors.CheckpointError`; no set, or no set of that tau, or several
@@ -234,6 +260,13 @@ class ModuleSet:
         if not directory.is_dir():
             raise CheckpointError(f"{directory} is not a directory")
         sets = list_module_sets(directory)
+        if method is not None and method != "mwt":
+            if tau is not None:
+                raise MwtError(f"a {method} module set has no tau; give tau or method, not both")
+            stem = method_set_stem(method)
+            if method not in sets:
+                raise MwtError(f"{directory} has no {method} module set ({stem}.json)")
+            return cls._read(directory, stem)
         if tau is None:
             if not sets:
                 if (directory / f"{LEGACY_STEM}.json").is_file():
@@ -242,14 +275,14 @@ class ModuleSet:
                 raise MwtError(f"{directory} has no modules yet; run `mwt modularize {directory}` "
                                "first")
             if len(sets) > 1:
-                raise MwtError(f"{directory} holds module sets for tau {_taus_text(sets)}; "
+                raise MwtError(f"{directory} holds module sets for {_taus_text(sets)}; "
                                "choose one with --tau")
             return cls._read(directory, next(iter(sets.values())).stem)
         want = module_set_stem(tau)
         for found, path in sets.items():
-            if module_set_stem(found) == want:
+            if not isinstance(found, str) and module_set_stem(found) == want:
                 return cls._read(directory, path.stem)
-        have = f"it holds tau {_taus_text(sets)}" if sets else "it has no modules yet"
+        have = f"it holds {_taus_text(sets)}" if sets else "it has no modules yet"
         raise MwtError(f"{directory} has no module set for tau {_tau_text(tau)} ({have}); run "
                        f"`mwt modularize {directory} --tau {_tau_text(tau)}` to make it")
 
@@ -261,7 +294,11 @@ class ModuleSet:
             raise CheckpointError(f"{where} carries no SHA-256 of its tensor file, so the tensors "
                                   "cannot be verified; modularize again")
         fields = _validated(meta, tensors, where)
-        if stem != LEGACY_STEM and module_set_stem(fields["tau"]) != stem:
+        if fields["method"] != "mwt":
+            if method_set_stem(fields["method"]) != stem:
+                raise CheckpointError(f"{where} records method {fields['method']!r}, which does "
+                                      "not match its file name; it was renamed or edited")
+        elif stem != LEGACY_STEM and module_set_stem(fields["tau"]) != stem:
             raise CheckpointError(f"{where} records tau {_short(meta['tau'])}, which does not "
                                   "match its file name; it was renamed or edited")
         return cls(**fields)
@@ -276,10 +313,18 @@ def _validated(meta: dict, t: dict, where: Path) -> dict:
     for key in ("tau", "classes", "layers", "cohesion", "coupling", "krr"):
         if key not in meta:
             raise bad(f"the field {key!r} is missing")
-    try:
-        tau = check_tau(meta["tau"])
-    except MwtError:
-        raise bad(f"'tau' must be a number in (0, 1], got {_short(meta['tau'])}") from None
+    method = meta.get("method", "mwt")  # sets written before methods existed are MwT's
+    if method not in METHODS:
+        raise bad(f"'method' must be one of {', '.join(METHODS)}, got {_short(method)}")
+    if method != "mwt":
+        if meta["tau"] is not None:
+            raise bad(f"a {method} set has no tau, but 'tau' is {_short(meta['tau'])}")
+        tau = None
+    else:
+        try:
+            tau = check_tau(meta["tau"])
+        except MwtError:
+            raise bad(f"'tau' must be a number in (0, 1], got {_short(meta['tau'])}") from None
     classes = meta["classes"]
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise bad(f"'classes' must be a list of class names, got {_short(classes)}")
@@ -349,7 +394,7 @@ def _validated(meta: dict, t: dict, where: Path) -> dict:
     return dict(masks=masks, layers=layers, tau=tau, frequencies=t["frequencies"],
                 gate_means=t["gate_means"], counts=t["counts"], layer_tau=t["layer_tau"],
                 classes=list(classes), seconds=dict(seconds), model=dict(model),
-                warnings=list(notes), **figures)
+                warnings=list(notes), method=method, **figures)
 
 
 class _Relevance(nn.Module):
@@ -390,6 +435,10 @@ def collect_kernel_sets(model: nn.Module, data, batch_size: int = 1024, device=N
     if int(y_all.max()) >= num_classes or int(y_all.min()) < 0:
         raise MwtError(f"labels must lie in 0..{num_classes - 1}")
     sets, gate_sums = [], None
+    labels = y_all.cpu()
+    # Under several processes each rank runs its contiguous share; the sets are gathered back in
+    # order and the per-class gate sums added with all_reduce, so the result is one process's.
+    x_all, y_all = dist.shard(x_all), dist.shard(y_all)
     with evaluating(model):
         for x, y in batches(x_all, y_all, batch_size, device):
             if is_modular(model):
@@ -401,7 +450,15 @@ def collect_kernel_sets(model: nn.Module, data, batch_size: int = 1024, device=N
             part = onehot.T @ flat
             gate_sums = part if gate_sums is None else gate_sums + part
             sets.append((flat > 0).cpu())
-    return torch.cat(sets), y_all.cpu(), gate_sums.cpu()
+    sets = torch.cat(sets) if sets else torch.zeros(0, _total_kernels(model), dtype=torch.bool)
+    if gate_sums is None:
+        gate_sums = torch.zeros(num_classes, sets.shape[1], device=device)
+    sets = dist.gather_rows(sets.to(torch.uint8)).cpu().bool()
+    return sets, labels, dist.all_reduce_sum(gate_sums).cpu()
+
+
+def _total_kernels(model: nn.Module) -> int:
+    return sum(k for _, k in _layer_sizes(model))
 
 
 def _tau_steps(tau: float) -> list[Fraction]:
@@ -547,4 +604,4 @@ def modularize(model: nn.Module, train_data, tau: float = 0.9, *, batch_size: in
 
 
 __all__ = ["ModuleSet", "modularize", "module_masks", "collect_kernel_sets", "module_set_stem",
-           "list_module_sets"]
+           "method_set_stem", "list_module_sets"]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from mwt import distributed as dist
 from mwt.checkpoint import WEIGHTS, load_run
 from mwt.config import RunSpec, make_config
 from mwt.data import ImageData, load_dataset
@@ -31,13 +32,15 @@ from mwt.train import check_run_dir, is_run_dir, resolve_device, train
 
 
 def train_run(out, spec: RunSpec | None = None, *, resume: bool = False, device=None,
-              progress: bool = True, verbose: bool = True, **settings):
+              progress: bool = True, verbose: bool = True, compile: bool = False, **settings):
     """Train the run described by ``spec`` (or by flat ``settings``, see
     ``RunSpec.from_settings``) into run directory ``out``; with ``resume=True`` and no spec,
-    the run's own saved spec is continued (``epochs=`` may extend it)."""
-    check_run_dir(out, resume)
+    the run's own saved spec is continued (``epochs=`` may extend it). Under several processes
+    (torchrun) only rank 0 reads and writes ``out``; see ``mwt.train``."""
+    dist.on_main(lambda: check_run_dir(out, resume) and None)
     if spec is None and resume and not set(settings) - {"epochs"}:
-        spec = RunSpec.load(out)
+        spec = RunSpec.from_dict(dist.on_main(lambda: RunSpec.load(out).to_dict()),
+                                 Path(out) / "config.json")
         if settings.get("epochs") is not None:
             spec.train = make_config(spec.train, epochs=settings["epochs"])
     elif spec is None:
@@ -55,7 +58,8 @@ def train_run(out, spec: RunSpec | None = None, *, resume: bool = False, device=
     info = {"dataset": train_data.name, "classes": list(train_data.classes),
             "mean": list(train_data.mean), "std": list(train_data.std), "run": spec.to_dict()}
     return train(net, train_data, test_data, out=out, resume=resume, device=device,
-                 progress=progress, verbose=verbose, run_info=info, config=spec.train)
+                 progress=progress, verbose=verbose, run_info=info, config=spec.train,
+                 compile=compile)
 
 
 def run_dataset(config: dict, split: str, data_dir=None) -> ImageData:
@@ -93,13 +97,17 @@ def modularize_run(run_dir, tau: float = 0.9, *, data_dir=None, device=None,
     tau = check_tau(tau)
     batch_size = check_batch_size(batch_size)
     device = resolve_device(device)
-    with lock_directory(run_dir, "mwt modularize"):
-        remove_stale_temps(run_dir)
+    # Under several processes each rank scores its share of the data; rank 0 locks and saves.
+    with lock_directory(run_dir, "mwt modularize") if dist.is_main() else \
+            contextlib.nullcontext():
+        if dist.is_main():
+            remove_stale_temps(run_dir)
         model, config = load_run(run_dir, device)
         data = run_dataset(config, "train", data_dir)
         mods = modularize(model, data, tau, batch_size=batch_size, device=device,
                           classes=config.get("classes"))
-        mods.save(run_dir)
+        if dist.is_main():
+            mods.save(run_dir)
     return mods
 
 

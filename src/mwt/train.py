@@ -7,10 +7,11 @@ O = CE + alpha * L_ch + beta * L_cp; a standard model on CE alone. Each epoch ap
 last finished epoch and ends with exactly the weights of an uninterrupted one.
 """
 
+import contextlib
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -18,11 +19,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from mwt import distributed as dist
 from mwt.checkpoint import WEIGHTS, load_checkpoint_into, save_checkpoint
 from mwt.config import TrainConfig, make_config
 from mwt.data import as_tensors
 from mwt.data.augment import Augmentation, augment, default_crop_padding
 from mwt.errors import MwtError, MwtWarning
+from mwt.fusion import training_view
 from mwt.gates import is_modular, kernel_rate
 from mwt.inference import batches, evaluating
 from mwt.io import (
@@ -133,17 +136,33 @@ class _Meter:
         self.n += count
 
     def means(self) -> dict[str, float]:
-        return {k: float(v) / max(self.n, 1) for k, v in self.sums.items()}
+        """Means over everything added, on every rank together when there are several."""
+        keys = sorted(self.sums)
+        if not dist.is_distributed():
+            return {k: float(self.sums[k]) / max(self.n, 1) for k in keys}
+        device = self.sums[keys[0]].device if keys else dist.comm_device()
+        totals = torch.stack([torch.as_tensor(self.sums[k], device=device, dtype=torch.float32)
+                              for k in keys] + [torch.tensor(float(self.n), device=device)])
+        totals = dist.all_reduce_sum(totals).tolist()
+        return {k: v / max(totals[-1], 1) for k, v in zip(keys, totals[:-1])}
 
 
-def _batch_stats(model, x, y, config: TrainConfig, modular: bool):
+def _batch_stats(model, x, y, config: TrainConfig, modular: bool, weight: float = 1.0,
+                 num_classes: int | None = None):
+    """The objective of one batch and its statistics. Under several processes the CE is this
+    rank's (``weight`` makes DDP's gradient average the global mean) and the MwT losses are the
+    global batch's unless ``config.local_losses``."""
     logits, masks = _forward(model, x, modular)
     ce = F.cross_entropy(logits, y)
     stats = {"ce": ce, "acc": (logits.argmax(1) == y).float().mean()}
-    loss = ce
+    loss = ce * weight
     if modular:
-        loss, ch, cp = modular_objective(ce, masks, y, config.alpha, config.beta, config.reduction)
-        stats.update(cohesion_loss=ch, coupling_loss=cp, kernel_rate=kernel_rate(masks))
+        stats["kernel_rate"] = kernel_rate(masks)
+        if not config.local_losses:
+            masks, y = dist.gather_masks(masks, y)
+        loss, ch, cp = modular_objective(loss, masks, y, config.alpha, config.beta,
+                                         config.reduction, num_classes)
+        stats.update(cohesion_loss=ch, coupling_loss=cp)
     return loss, {k: v.detach() for k, v in stats.items()}
 
 
@@ -155,10 +174,13 @@ def evaluate(model: nn.Module, data, config: TrainConfig | None = None,
                                                     getattr(data, "name", None), Augmentation())
     device = torch.device(device) if device is not None else next(model.parameters()).device
     x_all, y_all = as_tensors(data)
+    if dist.is_distributed():  # each rank scores its share; the means are over all of them
+        x_all, y_all = x_all[dist.rank()::dist.world_size()], y_all[dist.rank()::dist.world_size()]
     meter, modular = _Meter(), is_modular(model)
+    local = replace(config, local_losses=True)  # ranks may score different numbers of batches
     with evaluating(model):
         for x, y in batches(x_all, y_all, config.eval_batch_size, device):
-            _, stats = _batch_stats(model, x, y, config, modular)
+            _, stats = _batch_stats(model, x, y, local, modular)
             meter.add(len(y), **stats)
     return meter.means()
 
@@ -184,7 +206,7 @@ def train(model: nn.Module, train_data, test_data=None, *, epochs: int | None = 
           alpha: float | None = None, beta: float | None = None, out=None, resume: bool = False,
           device: torch.device | str | None = None, progress: bool = True, verbose: bool = True,
           run_info: dict | None = None, restore_best: bool = False, augment=None,
-          **options) -> TrainResult:
+          compile: bool = False, **options) -> TrainResult:
     """Train ``model`` in place: modular training if it has gates, standard training otherwise.
 
     ``train_data`` / ``test_data``: an ``(X, y)`` pair of tensors, a torch Dataset or a DataLoader.
@@ -202,13 +224,23 @@ def train(model: nn.Module, train_data, test_data=None, *, epochs: int | None = 
     ``config=TrainConfig(...)`` as a whole; fields not given keep ``TrainConfig``'s defaults, and
     alpha/beta default to the paper's Table 1 for a registered model and dataset.
     The run directory ``out`` is locked for the whole call: a second process gets a clear error.
+    ``compile``: run the training step (model, gates and losses) through ``torch.compile``.
+
+    Under an initialised process group of several ranks (``torchrun``), the model trains with
+    DistributedDataParallel: ``batch_size`` is the global batch, each rank takes its share of
+    it, the MwT losses see the whole global batch (``local_losses=True``: each rank's own), and
+    only rank 0 writes ``out`` and holds its lock (see ``mwt.distributed``).
     """
     config = make_config(options.pop("config", None), epochs=epochs, alpha=alpha, beta=beta,
                          **options)
     device = resolve_device(device)
     if restore_best and test_data is None:
         raise MwtError("restore_best needs validation data passed as test_data")
-    out = check_run_dir(out, resume) if out is not None else None
+    if not isinstance(compile, bool):
+        raise MwtError(f"compile must be true or false, got {compile!r}")
+    _check_distributed(config, device)
+    if out is not None:  # only rank 0 looks at the run directory
+        out = Path(dist.on_main(lambda: str(check_run_dir(out, resume))))
 
     x_train, y_train = as_tensors(train_data)
     _check_data(x_train, y_train, model, "training")
@@ -218,24 +250,52 @@ def train(model: nn.Module, train_data, test_data=None, *, epochs: int | None = 
         _check_data(*test, model, "test")
     config = config.resolved(model_config(model).get("name"), getattr(train_data, "name", None),
                              resolve_augmentation(augment, train_data, x_train.shape))
-    if out is None:
-        return _train(model, config, x_train, y_train, test, device, None, resume, progress,
-                      verbose, run_info, restore_best)
-    with lock_directory(out, "mwt train"):
+    with contextlib.ExitStack() as stack:
+        if out is not None:
+            dist.on_main(lambda: stack.enter_context(lock_directory(out, "mwt train")) and None)
         return _train(model, config, x_train, y_train, test, device, out, resume, progress,
-                      verbose, run_info, restore_best)
+                      verbose and dist.is_main(), run_info, restore_best, compile)
 
 
-def steps_per_epoch(n: int, batch_size: int) -> int:
+def _check_distributed(config: TrainConfig, device: torch.device) -> None:
+    """What several processes need, checked before any work."""
+    world = dist.world_size()
+    if config.sync_bn and world > 1 and device.type != "cuda":
+        raise MwtError("--sync-bn needs CUDA devices (SyncBatchNorm has no CPU/gloo "
+                       "implementation); leave it off on the CPU")
+    if config.batch_size < 2 * world:
+        raise MwtError(f"the global batch size {config.batch_size} is too small for {world} "
+                       f"processes: each needs at least 2 samples per batch for BatchNorm")
+
+
+def steps_per_epoch(n: int, batch_size: int, ranks: int = 1) -> int:
     """Batches per epoch: every full batch, plus the last partial one when it holds at least
-    half a batch (a smaller remainder is seen in other epochs, as every epoch reshuffles).
-    The only batch of a small data set is never dropped."""
+    half a batch and 2 samples per rank (a smaller remainder is seen in other epochs, as every
+    epoch reshuffles). The only batch of a small data set is never dropped."""
     full, rest = divmod(n, batch_size)
-    return max(1, full + (1 if 2 * rest >= batch_size and rest >= 2 else 0))
+    return max(1, full + (1 if 2 * rest >= batch_size and rest >= 2 * ranks else 0))
+
+
+def _step_function(model, config: TrainConfig, modular: bool, device, compile: bool,
+                   num_classes: int):
+    """The training forward (model, gates, losses) as it runs: each gate fused into its
+    BatchNorm, BatchNorm synchronised over ranks (``sync_bn``), DDP over several processes, and
+    ``torch.compile`` when asked."""
+    view = training_view(model, sync_bn=config.sync_bn and dist.is_distributed())
+    if dist.is_distributed():
+        from torch.nn.parallel import DistributedDataParallel
+
+        view = DistributedDataParallel(view, device_ids=[device.index]
+                                       if device.type == "cuda" else None)
+
+    def step(x, y, weight):
+        return _batch_stats(view, x, y, config, modular, weight, num_classes)
+
+    return torch.compile(step) if compile else step
 
 
 def _train(model, config: TrainConfig, x_train, y_train, test, device, out, resume, progress,
-           verbose, run_info, restore_best) -> TrainResult:
+           verbose, run_info, restore_best, compile=False) -> TrainResult:
     modular = is_modular(model)
     x_train, y_train = x_train.to(device), y_train.to(device)
     model.to(device)
@@ -244,14 +304,18 @@ def _train(model, config: TrainConfig, x_train, y_train, test, device, out, resu
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                 nesterov=config.nesterov, weight_decay=config.weight_decay)
     run_config = {"format": RUN_FORMAT, "train": asdict(config), "model": model_config(model),
-                  "modular": modular, **(run_info or {})}
+                  "modular": modular, "world_size": dist.world_size(), **(run_info or {})}
     history: list[dict] = []
     start_epoch = 0
     if out is not None:
-        start_epoch, history = _prepare_run_dir(out, run_config, resume, model, optimizer, device)
+        start_epoch, history = dist.on_main(_prepare_run_dir, out, run_config, resume, model,
+                                            optimizer, device)
+        dist.broadcast_training_state(model, optimizer)
+    num_classes = model_config(model).get("num_classes") or int(y_train.max()) + 1
+    batch_loss = _step_function(model, config, modular, device, compile, num_classes)
 
     n = len(y_train)
-    steps = steps_per_epoch(n, config.batch_size)
+    steps = steps_per_epoch(n, config.batch_size, dist.world_size())
     best_acc, best_state = -1.0, None
     generator = torch.Generator(device=device)
     for epoch in range(start_epoch, config.epochs):
@@ -266,13 +330,15 @@ def _train(model, config: TrainConfig, x_train, y_train, test, device, out, resu
         meter = _Meter()
         finite = torch.ones((), dtype=torch.bool, device=device)
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-                   disable=not progress, dynamic_ncols=True)
+                   disable=not progress or not dist.is_main(), dynamic_ncols=True)
         for step in bar:
             idx = perm[step * config.batch_size:(step + 1) * config.batch_size]
-            x = augment(x_train[idx], padding=config.crop_padding, hflip=config.hflip,
-                        generator=generator)
-            y = y_train[idx]
-            loss, stats = _batch_stats(model, x, y, config, modular)
+            # Every rank augments the whole global batch with the same generator and keeps its
+            # share, so the data do not depend on the number of ranks.
+            x = dist.shard(augment(x_train[idx], padding=config.crop_padding,
+                                   hflip=config.hflip, generator=generator))
+            y = dist.shard(y_train[idx])
+            loss, stats = batch_loss(x, y, dist.local_weight(len(y), len(idx)))
             # Checked on the device and acted on every FINITE_CHECK_EVERY steps: reading it on
             # the host every step would make each step wait for the GPU.
             finite = finite & torch.isfinite(loss.detach())
@@ -297,19 +363,21 @@ def _train(model, config: TrainConfig, x_train, y_train, test, device, out, resu
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if verbose:
             tqdm.write(_summary(record))
-        if out is not None:
+        if out is not None and dist.is_main():
             save_checkpoint(out, model, optimizer, epoch + 1, run_config, history)
     if best_state is not None:
         model.load_state_dict(best_state)
     notes = _run_warnings(history, modular)
-    for note in notes:
+    for note in notes if dist.is_main() else ():
         warnings.warn(note, MwtWarning, stacklevel=3)
     return TrainResult(model=model, history=history, warnings=notes)
 
 
 def _check_finite(finite: torch.Tensor, epoch: int) -> None:
-    """Stop before a non-finite loss reaches a checkpoint (the last one stays good)."""
-    if not bool(finite):
+    """Stop before a non-finite loss reaches a checkpoint (the last one stays good); every rank
+    stops when any one has seen it."""
+    bad = dist.all_reduce_sum((~finite).to(torch.float32).reshape(1))
+    if bool(bad > 0):
         raise MwtError(f"the loss became NaN or infinite in epoch {epoch + 1}; the run keeps "
                        "its last checkpoint; start again with a lower learning rate")
 

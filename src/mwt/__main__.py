@@ -1,0 +1,7 @@
+"""``python -m mwt``, as ``torchrun -m mwt train ...`` starts it."""
+
+import sys
+
+from mwt.cli import main
+
+sys.exit(main())

@@ -1,0 +1,81 @@
+"""One process of the distributed tests: run by torchrun (2 ranks) or plainly (1 process).
+
+    python tests/ddp_worker.py OUT_DIR train [--local-losses]
+    python tests/ddp_worker.py OUT_DIR modularize
+
+``train``: one optimisation step of a tiny modular CNN on 128 seeded samples (global batch
+128), BatchNorm frozen in eval mode, so that one process and two ranks of 64 must agree; rank 0
+saves the parameters. ``modularize``: a module set of that model, saved by rank 0.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors.torch import save_file
+
+import mwt
+from mwt import distributed
+
+
+class FrozenBN(nn.BatchNorm2d):
+    """BatchNorm that stays in eval mode: per-rank batch statistics would differ by design."""
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+
+class TinyCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(8, 12, 3, padding=1), nn.BatchNorm2d(12)
+        self.c3, self.b3 = nn.Conv2d(12, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.b1(self.c1(x)))
+        x = torch.relu(self.b2(self.c2(x)))
+        x = torch.relu(self.b3(self.c3(x)))
+        return self.head(x.mean((2, 3)))
+
+
+def data():
+    g = torch.Generator().manual_seed(1)
+    y = torch.arange(128) // 32  # rank 0 of 2 sees classes 0-1 only, rank 1 classes 2-3
+    x = torch.randn(128, 1, 8, 8, generator=g) + y[:, None, None, None] * 0.5
+    return x, y
+
+
+def main() -> None:
+    out, mode = Path(sys.argv[1]), sys.argv[2]
+    distributed.init_from_env("cpu")
+    torch.manual_seed(0)
+    model = mwt.make_modular(TinyCNN())
+    with torch.no_grad():  # varied masks, so that the MwT losses have gradients to compare
+        for layer in mwt.gates.gated_layers(model):
+            gate = model.get_submodule(layer.gate)
+            gate.fc2.bias.uniform_(-0.5, 1.0)
+            gate.fc2.weight.mul_(5.0)
+    for name in ("b1", "b2", "b3"):  # after tracing, which would look inside a subclass
+        frozen = FrozenBN(getattr(model, name).num_features)
+        frozen.load_state_dict(getattr(model, name).state_dict())
+        setattr(model, name, frozen)
+    if mode == "train":
+        mwt.train(model, data(), epochs=1, batch_size=128, lr=0.1, alpha=0.5, beta=1.5,
+                  augment=False, device="cpu", progress=False, verbose=False,
+                  local_losses="--local-losses" in sys.argv)
+        if distributed.is_main():
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                      str(out / "params.safetensors"))
+    elif mode == "modularize":
+        mods = mwt.modularize(model.eval(), data(), tau=0.5)
+        if distributed.is_main():
+            mods.save(out)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
