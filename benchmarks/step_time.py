@@ -71,7 +71,8 @@ def bench(name: str, batch: int, steps: int, warmup: int, device: str, width: fl
 
 def profile(name: str, batch: int, device: str, width: float, top: int) -> dict:
     """The ops that take the most self time in one modular step, unfused and fused."""
-    from torch.profiler import ProfilerActivity, profile as run_profiler
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as run_profiler
 
     torch.manual_seed(0)
     modular = mwt.make_modular(mwt.create_model(name, 10, 3, width)).to(device).train()
