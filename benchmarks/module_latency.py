@@ -78,6 +78,18 @@ def compare(modular, kernels, shape, batch: int, repeats: int, label: str) -> di
     return out
 
 
+def random_rounded(modular, kernels, multiple: int):
+    """``kernels`` with random kernels added until each layer's count is a multiple."""
+    kernels, offset = kernels.clone(), 0
+    for layer in mwt.gates.gated_layers(modular):
+        kept = kernels[offset:offset + layer.kernels]
+        want = min(layer.kernels, -(-int(kept.sum()) // multiple) * multiple)
+        free = torch.nonzero(~kept).flatten()
+        kept[free[torch.randperm(len(free))[:want - int(kept.sum())]]] = True
+        offset += layer.kernels
+    return kernels
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", default=None, help="a modularized run directory")
@@ -88,6 +100,9 @@ def main():
     p.add_argument("--keep", type=float, nargs="+", default=[0.25, 0.5])
     p.add_argument("--batch", type=int, nargs="+", default=[128, 1])
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--round", type=int, default=None, metavar="N",
+                   help="also measure each module with its layers' kernel counts rounded up to "
+                   "a multiple of N (the most used kernels with --run, random ones otherwise)")
     args = p.parse_args()
     results = []
     if args.run:
@@ -99,18 +114,29 @@ def main():
         shape = (config["model"]["in_channels"], 28 if "mnist" in config["dataset"] else 32,
                  28 if "mnist" in config["dataset"] else 32)
         for classes in args.classes or [["0", "1"]]:
-            kernels = mods.kernels_for(classes)
-            for batch in args.batch:
-                results.append(compare(modular, kernels, shape, batch, args.repeats,
-                                       f"classes {classes}"))
+            variants = {"": mods.kernels_for(classes)}
+            if args.round:
+                from mwt.reuse import rounded_kernels
+
+                variants[f", rounded to {args.round}"] = rounded_kernels(
+                    mods, mods.class_ids(classes), args.round)
+            for note, kernels in variants.items():
+                for batch in args.batch:
+                    results.append(compare(modular, kernels, shape, batch, args.repeats,
+                                           f"classes {classes}{note}"))
     else:
         torch.manual_seed(0)
         modular = mwt.make_modular(mwt.create_model(args.model, 10, 3, args.width))
         for keep in args.keep:
             kernels = torch.rand(mwt.count_gated_kernels(modular)) < keep
-            for batch in args.batch:
-                results.append(compare(modular, kernels, (3, 32, 32), batch, args.repeats,
-                                       f"{args.model} random {keep:.0%} of kernels"))
+            variants = {"": kernels}
+            if args.round:
+                variants[f", rounded to {args.round}"] = random_rounded(modular, kernels,
+                                                                        args.round)
+            for note, k in variants.items():
+                for batch in args.batch:
+                    results.append(compare(modular, k, (3, 32, 32), batch, args.repeats,
+                                           f"{args.model} random {keep:.0%} of kernels{note}"))
     print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__,
                       "results": results}, indent=2))
 

@@ -205,3 +205,19 @@ def test_resume_reads_the_flat_settings_of_older_runs(capsys, small_run, tmp_pat
 def test_resume_refuses_changed_settings(capsys, small_run):
     _one_line_error(capsys, ["train", "--resume", "--out", str(small_run), "--lr", "0.1"],
                     "only --epochs")
+
+
+def test_train_passes_compile_and_the_distributed_switches(tmp_path, monkeypatch):
+    import mwt.runs
+
+    seen = {}
+
+    def fake_train_run(out, spec, **kwargs):
+        seen.update(spec=spec, **kwargs)
+        raise mwt.MwtError("stop here")
+
+    monkeypatch.setattr(mwt.runs, "train_run", fake_train_run)
+    code = main(["train", "--out", str(tmp_path / "r"), "--compile", "--local-losses"])
+    assert code == 2
+    assert seen["compile"] is True
+    assert seen["spec"].train.local_losses is True and seen["spec"].train.sync_bn is False

@@ -263,3 +263,34 @@ def test_cli_export_defaults_to_pt2(capsys, saved_module):
     assert main(["export", "module", str(saved_module)]) == 0
     assert (saved_module / "module.pt2").exists()
     assert "as pt2" in capsys.readouterr().out
+
+
+def test_rounded_kernels_fill_each_layer_to_a_multiple_with_the_most_used(setup):
+    _, mods, _, _ = setup
+    from mwt.reuse import rounded_kernels
+
+    plain, rounded = mods.kernels_for([0, 3]), rounded_kernels(mods, [0, 3], 8)
+    assert bool((rounded | plain).eq(rounded).all())  # a superset
+    weights = mods.counts[[0, 3]].float()
+    usage = (mods.frequencies[[0, 3]] * weights[:, None]).sum(0) / weights.sum()
+    offset = 0
+    for _, size in mods.layers:
+        kept, old = rounded[offset:offset + size], plain[offset:offset + size]
+        assert int(kept.sum()) % 8 == 0 or int(kept.sum()) == size
+        assert int(kept.sum()) - int(old.sum()) < 8
+        added = kept & ~old
+        if added.any() and (~kept).any():  # what was added is used at least as often as the rest
+            u = usage[offset:offset + size]
+            assert float(u[added].min()) >= float(u[~kept].max())
+        offset += size
+
+
+def test_reuse_with_rounded_kernels(setup):
+    model, mods, train, test = setup
+    sub = mwt.reuse(model, mods, [0, 3], train, test_data=test, epochs=0, device="cpu",
+                    round_kernels=8)
+    assert sub.report["round_kernels"] == 8
+    assert sub.report["kernel_share"] >= mods.kernels_for([0, 3]).float().mean().item()
+    for bad in (0, 2.5, True, "8"):
+        with pytest.raises(mwt.MwtError, match="round_kernels"):
+            mwt.reuse(model, mods, [0, 3], train, epochs=0, round_kernels=bad)

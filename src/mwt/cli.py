@@ -125,7 +125,8 @@ def cmd_reuse(args) -> int:
     sub = reuse_run(args.run, args.classes, args.out, tau=args.tau, epochs=args.epochs,
                     data_dir=args.data_dir, device=args.device, keep_gates=args.keep_gates,
                     fold_gates=args.fold_gates, lr=args.lr, seed=args.seed,
-                    verbose=not args.quiet, compare=args.compare)
+                    verbose=not args.quiet, compare=args.compare,
+                    round_kernels=args.round_kernels)
     r = sub.report
     found = f"at tau {r['tau']:.2f}" if r["tau"] is not None else "found by CNNSplitter"
     print(f"module for classes {r['classes']} ({', '.join(r['class_names'])}), "
@@ -315,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fold mean gate values into BatchNorm instead of dropping them")
     p.add_argument("--compare", default=None,
                    help="another run (e.g. a standard model) to score on the same sub-task")
+    p.add_argument("--round-kernels", type=int, default=None, metavar="N",
+                   help="round each layer's kernel count up to a multiple of N (e.g. 8), "
+                   "adding the kernels the classes use most")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)

@@ -57,14 +57,37 @@ class ReusedModule(nn.Module):
         return self.head(self.module(x))
 
 
-def check_finetune_options(epochs, lr, batch_size: int = 128) -> None:
+def check_finetune_options(epochs, lr, batch_size: int = 128, round_kernels=None) -> None:
     """Fine-tuning settings, checked before anything is loaded or built."""
+    if round_kernels is not None and (not is_int(round_kernels)
+                                      or not 1 <= round_kernels <= 256):
+        raise MwtError(f"round_kernels must be an integer from 1 to 256, got {round_kernels!r}")
     if not is_int(epochs) or not 0 <= epochs <= 100_000:
         raise MwtError(f"fine-tuning epochs must be an integer from 0 to 100000, got {epochs!r}")
     if not is_int(batch_size) or batch_size < 2:
         raise MwtError(f"batch size must be an integer of at least 2, got {batch_size!r}")
     if not is_real(lr) or lr <= 0:
         raise MwtError(f"lr must be a positive finite number, got {lr!r}")
+
+
+def rounded_kernels(mods: ModuleSet, ids: list[int], multiple: int) -> torch.Tensor:
+    """The mixed module's kernels with each layer's count rounded up to a multiple of
+    ``multiple`` (or to the whole layer), adding the kernels that the target classes' samples
+    use most often: convolution libraries are fastest on channel counts that fill their SIMD
+    blocks (8 or 16 floats)."""
+    kernels = mods.kernels_for(ids).clone()
+    weights = mods.counts[ids].float()
+    usage = (mods.frequencies[ids] * weights[:, None]).sum(0) / weights.sum().clamp(min=1)
+    offset = 0
+    for _, size in mods.layers:
+        kept = kernels[offset:offset + size]
+        want = min(size, -(-int(kept.sum()) // multiple) * multiple)
+        extra = want - int(kept.sum())
+        if extra > 0:
+            score = usage[offset:offset + size].masked_fill(kept, -1.0)
+            kept[torch.topk(score, extra).indices] = True
+        offset += size
+    return kernels
 
 
 def select_classes(data, classes: list[int]):
@@ -111,7 +134,7 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
           fold_gates: bool = False, lr: float = 0.01, batch_size: int = 128, seed: int = 0,
           device=None, progress: bool = False, verbose: bool = False,
           hflip: bool | None = None, augment=None,
-          min_steps: int = MIN_FINETUNE_STEPS) -> ReusedModule:
+          min_steps: int = MIN_FINETUNE_STEPS, round_kernels: int | None = None) -> ReusedModule:
     """Build and fine-tune the sub-model for ``classes`` (ids or names); see module docstring.
 
     Returns a ``ReusedModule`` whose ``report`` holds the kernel share, MACs and parameters
@@ -120,6 +143,8 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
     ``augment`` follows ``mwt.train`` (default: the training data's own augmentation, none for
     plain tensors); ``hflip=False`` turns flips off. ``min_steps``: the least number of
     optimisation steps fine-tuning runs (see the module docstring; 0 runs exactly ``epochs``).
+    ``round_kernels``: round each layer's kernel count up to a multiple of this (e.g. 8), adding
+    the kernels the target classes use most (see ``rounded_kernels``); faster on some hardware.
     """
     if count_gated_kernels(model) != mods.total_kernels:
         raise MwtError(f"the module set was computed for a different model ({mods.total_kernels} "
@@ -128,10 +153,11 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
     if len(ids) < 2:
         raise MwtError("reuse needs at least two classes (a sub-task with one class has nothing "
                        "to classify)")
-    check_finetune_options(epochs, lr, batch_size)
+    check_finetune_options(epochs, lr, batch_size, round_kernels)
     device = resolve_device(device)
     model = model.to(device).eval()
-    kernels = mods.kernels_for(ids)
+    kernels = (mods.kernels_for(ids) if round_kernels is None
+               else rounded_kernels(mods, ids, round_kernels))
     gate_values = mods.gate_means_for(ids) if fold_gates else None
     module = extract_module(model, kernels, keep_gates=keep_gates, fold_gates=fold_gates,
                             gate_values=gate_values)
@@ -176,6 +202,7 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
             "val": max((r["test_acc"] for r in history), default=None),
             "test": subtask_accuracy(sub, test) if test is not None and epochs else None},
         "epochs": ran, "epochs_asked": epochs, "keep_gates": keep_gates,
+        "round_kernels": round_kernels,
         "fold_gates": fold_gates, "history": history,
     }
     sub.report["warnings"] = _reuse_warnings(sub.report, len(ids))

@@ -120,13 +120,13 @@ def load_modules(run_dir, tau: float | None = None) -> ModuleSet:
 def reuse_run(run_dir, classes, out=None, *, tau: float | None = None, epochs: int = 5,
               data_dir=None, device=None, keep_gates: bool = False, fold_gates: bool = False,
               lr: float = 0.01, seed: int = 0, verbose: bool = True,
-              compare=None) -> ReusedModule:
+              compare=None, round_kernels: int | None = None) -> ReusedModule:
     """Fine-tune the mixed module of ``classes`` from a modularized run; save it to ``out``.
 
     ``compare``: another run (e.g. the standard model) whose accuracy on the same sub-task is
     added to the report as ``compare_acc``. Everything is checked before fine-tuning starts.
     """
-    check_finetune_options(epochs, lr)
+    check_finetune_options(epochs, lr, round_kernels=round_kernels)
     if out is not None:
         check_module_out(out)
     if compare is not None:
@@ -135,7 +135,7 @@ def reuse_run(run_dir, classes, out=None, *, tau: float | None = None, epochs: i
     with lock_directory(out, "mwt reuse") if out is not None else contextlib.nullcontext():
         sub = _reuse_run(run_dir, classes, out, tau, device, compare, data_dir,
                          epochs=epochs, keep_gates=keep_gates, fold_gates=fold_gates, lr=lr,
-                         seed=seed, verbose=verbose)
+                         seed=seed, verbose=verbose, round_kernels=round_kernels)
     return sub
 
 
