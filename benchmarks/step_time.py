@@ -25,15 +25,20 @@ from mwt.fusion import fuse_gates
 from mwt.losses import modular_objective
 
 
-def make_step(model, modular: bool, alpha=0.5, beta=1.5):
+def make_step(model, modular: bool, alpha=0.5, beta=1.5, compile: bool = False):
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
 
-    def step(x, y):
+    def objective(x, y):
         if modular:
             logits, masks = model(x, return_masks=True)
-            loss, _, _ = modular_objective(F.cross_entropy(logits, y), masks, y, alpha, beta)
-        else:
-            loss = F.cross_entropy(model(x), y)
+            return modular_objective(F.cross_entropy(logits, y), masks, y, alpha, beta,
+                                     num_classes=10)[0]
+        return F.cross_entropy(model(x), y)
+
+    objective = torch.compile(objective) if compile else objective
+
+    def step(x, y):
+        loss = objective(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -43,13 +48,18 @@ def make_step(model, modular: bool, alpha=0.5, beta=1.5):
     return step
 
 
-def bench(name: str, batch: int, steps: int, warmup: int, device: str, width: float) -> dict:
+def bench(name: str, batch: int, steps: int, warmup: int, device: str, width: float,
+          compile: bool = False) -> dict:
     torch.manual_seed(0)
     standard = mwt.create_model(name, 10, 3, width).to(device).train()
     modular = mwt.make_modular(standard).to(device).train()
     fused = fuse_gates(copy.deepcopy(modular)).train()
     runs = {"standard": make_step(standard, False), "unfused": make_step(modular, True),
             "modular": make_step(fused, True)}
+    if compile:  # torch.compile'd steps of their own copies (compiled once, in the warm-up)
+        runs["standard_compiled"] = make_step(copy.deepcopy(standard), False, compile=True)
+        runs["modular_compiled"] = make_step(fuse_gates(copy.deepcopy(modular)).train(), True,
+                                             compile=True)
     x = torch.randn(batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
     times = {k: [] for k in runs}
@@ -61,12 +71,19 @@ def bench(name: str, batch: int, steps: int, warmup: int, device: str, width: fl
                 times[kind].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     low = {k: min(v) for k, v in times.items()}
-    return {"model": name, "standard_s": med["standard"], "modular_s": med["modular"],
-            "unfused_s": med["unfused"],
-            "ratio": med["modular"] / med["standard"],
-            "ratio_of_min": low["modular"] / low["standard"],
-            "unfused_ratio": med["unfused"] / med["standard"],
-            "unfused_ratio_of_min": low["unfused"] / low["standard"]}
+    out = {"model": name, "standard_s": med["standard"], "modular_s": med["modular"],
+           "unfused_s": med["unfused"],
+           "ratio": med["modular"] / med["standard"],
+           "ratio_of_min": low["modular"] / low["standard"],
+           "unfused_ratio": med["unfused"] / med["standard"],
+           "unfused_ratio_of_min": low["unfused"] / low["standard"]}
+    if compile:
+        out.update(standard_compiled_s=med["standard_compiled"],
+                   modular_compiled_s=med["modular_compiled"],
+                   compiled_ratio=med["modular_compiled"] / med["standard_compiled"],
+                   compiled_ratio_of_min=low["modular_compiled"] / low["standard_compiled"],
+                   compiled_over_eager_modular=med["modular_compiled"] / med["modular"])
+    return out
 
 
 def profile(name: str, batch: int, device: str, width: float, top: int) -> dict:
@@ -101,6 +118,8 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--compile", action="store_true",
+                   help="also time torch.compile'd standard and modular steps")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="instead of timing, print the N ops with the most self time")
     args = p.parse_args()
@@ -108,8 +127,8 @@ def main():
         print(json.dumps([profile(m, args.batch, args.device, args.width, args.profile)
                           for m in args.models], indent=2))
         return
-    results = [bench(m, args.batch, args.steps, args.warmup, args.device, args.width)
-               for m in args.models]
+    results = [bench(m, args.batch, args.steps, args.warmup, args.device, args.width,
+                     args.compile) for m in args.models]
     print(json.dumps({"device": args.device, "threads": torch.get_num_threads(),
                       "batch": args.batch, "width": args.width, "results": results}, indent=2))
 

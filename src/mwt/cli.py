@@ -56,6 +56,10 @@ def _add_train(sub) -> None:
                    "global batch")
     p.add_argument("--sync-bn", action="store_true", default=None,
                    help="under torchrun on CUDA: BatchNorm statistics over the global batch")
+    p.add_argument("--track-modularity", type=int, nargs="?", const=1000, default=None,
+                   metavar="N", help="after each epoch, record Jaccard cohesion, coupling, KRR "
+                   "and kernel rate of a fixed sample of N training images (default N 1000) "
+                   "in metrics.jsonl (track_* keys; paper Figure 5)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--quiet", action="store_true", help="no per-epoch summary lines")
     p.set_defaults(func=cmd_train)
@@ -64,7 +68,7 @@ def _add_train(sub) -> None:
 # The `mwt train` options that describe the run (RunSpec and TrainConfig fields, CLI switches).
 RUN_OPTIONS = ("model", "dataset", "data_dir", "download", "width", "standard", "epochs",
                "alpha", "beta", "reduction", "lr", "weight_decay", "batch_size", "hflip",
-               "augment", "seed", "local_losses", "sync_bn")
+               "augment", "seed", "local_losses", "sync_bn", "track_modularity")
 
 
 def cmd_train(args) -> int:
@@ -269,6 +273,66 @@ def cmd_baseline(args) -> int:
     return 0
 
 
+def _add_experiment(sub) -> None:
+    p = sub.add_parser("experiment", help="regenerate a research question of the paper",
+                       description="Run one of the paper's research questions (section 4) and "
+                       "write its tables (Markdown + CSV) and figures (PNG) into --out, with "
+                       "the paper's published figures beside ours. Finished runs, module sets, "
+                       "searches and reuse results found there are reused; a killed experiment "
+                       "continues when started again (docs/reproducing.md).")
+    p.add_argument("rq", choices=["rq1", "rq2", "rq3", "rq4"],
+                   help="rq1: Table 2, Figure 5, Table 3; rq2: Table 4; rq3: Tables 5-8; "
+                   "rq4: Figure 6 and the tau sweep")
+    p.add_argument("--preset", required=True,
+                   help="micro (seconds, for tests), cpu (full Fashion-MNIST, narrow models, "
+                   "about 2 h per RQ on 2 cores) or paper (CIFAR-10/SVHN, 200 epochs, GPU)")
+    p.add_argument("--out", required=True, help="directory for this RQ's tables, figures and "
+                   "(unless --runs) runs")
+    p.add_argument("--models", nargs="+", help="the models to use (default: the preset's for "
+                   "this RQ)")
+    p.add_argument("--epochs", type=int, help="training epochs of every run (default: the "
+                   "preset's)")
+    p.add_argument("--seeds", nargs="+", type=int, help="one training run per seed; tables "
+                   "give mean and std (default: the preset's, 0)")
+    p.add_argument("--runs", default=None, help="where the training runs live (default "
+                   "OUT/runs); share one between RQs to train each run once")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: cuda if "
+                   "present)")
+    p.add_argument("--data-dir", default=None,
+                   help="where the dataset's files are (default: $MWT_DATA, system locations)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("report", help="one Markdown report of every experiment in a folder",
+                       description="Gather the tables and figures of every `mwt experiment` "
+                       "found under DIR into DIR/report.md, with the commands, versions and "
+                       "machine that made them.")
+    p.add_argument("dir", help="folder holding the experiments' --out directories")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_experiment(args) -> int:
+    from mwt.experiments import run_experiment
+
+    try:
+        run_experiment(args.rq, args.preset, args.out, models=args.models, epochs=args.epochs,
+                       seeds=args.seeds, device=args.device, data_dir=args.data_dir,
+                       runs=args.runs, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"mwt: interrupted; run the same command again to continue {args.out} (finished "
+              "runs and results are kept)", file=sys.stderr)
+        return 130
+    return 0
+
+
+def cmd_report(args) -> int:
+    from mwt.experiments import build_report
+
+    path = build_report(args.dir)
+    print(f"report written to {path}")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with usage errors as one line like every other error."""
 
@@ -351,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--force", action="store_true", help="replace an existing output file")
     q.set_defaults(func=cmd_export)
     _add_baseline(sub)
+    _add_experiment(sub)
     return parser
 
 

@@ -61,6 +61,9 @@ class TrainConfig:
     local_losses: bool = False
     # Several processes on CUDA: BatchNorm statistics over the global batch (SyncBatchNorm).
     sync_bn: bool = False
+    # After each epoch, Jaccard cohesion/coupling, KRR and kernel rate of this many training
+    # images (a fixed sample) go into metrics.jsonl as track_* keys (mwt.tracking); 0: off.
+    track_modularity: int = 0
 
     def validate(self) -> None:
         """One clear error for the first bad field, before any work starts."""
@@ -96,6 +99,9 @@ class TrainConfig:
         for name in ("local_losses", "sync_bn"):
             if not isinstance(getattr(self, name), bool):
                 raise MwtError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not is_int(self.track_modularity) or not 0 <= self.track_modularity <= 10_000_000:
+            raise MwtError(f"track_modularity must be a number of images from 0 (off) to "
+                           f"10000000, got {self.track_modularity!r}")
         if not is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
             raise MwtError(f"seed must be an integer from 0 to 2**63 - 1, got {self.seed!r}")
 

@@ -225,6 +225,9 @@ def train(model: nn.Module, train_data, test_data=None, *, epochs: int | None = 
     alpha/beta default to the paper's Table 1 for a registered model and dataset.
     The run directory ``out`` is locked for the whole call: a second process gets a clear error.
     ``compile``: run the training step (model, gates and losses) through ``torch.compile``.
+    ``track_modularity=N`` (a ``TrainConfig`` field): after each epoch, the Jaccard cohesion,
+    coupling, KRR and kernel rate of a fixed sample of N training images go into the epoch's
+    record as ``track_*`` keys (paper Figure 5; see ``mwt.tracking``).
 
     Under an initialised process group of several ranks (``torchrun``), the model trains with
     DistributedDataParallel: ``batch_size`` is the global batch, each rank takes its share of
@@ -313,6 +316,12 @@ def _train(model, config: TrainConfig, x_train, y_train, test, device, out, resu
         dist.broadcast_training_state(model, optimizer)
     num_classes = model_config(model).get("num_classes") or int(y_train.max()) + 1
     batch_loss = _step_function(model, config, modular, device, compile, num_classes)
+    track = None
+    if config.track_modularity and dist.is_main():  # no collectives in it: rank 0 alone
+        from mwt.tracking import modularity_tracker
+
+        track = modularity_tracker(model, x_train, y_train, config.track_modularity,
+                                   config.eval_batch_size)
 
     n = len(y_train)
     steps = steps_per_epoch(n, config.batch_size, dist.world_size())
@@ -357,6 +366,9 @@ def _train(model, config: TrainConfig, x_train, y_train, test, device, out, resu
             scores = evaluate(model, test, config, device)
             record.update({f"test_{k}": v for k, v in scores.items()})
         record["seconds"] = time.perf_counter() - t0
+        if track is not None:  # after "seconds": tracking is not part of an epoch's time
+            t1 = time.perf_counter()
+            record.update(track(), track_seconds=time.perf_counter() - t1)
         history.append(record)
         if restore_best and record["test_acc"] > best_acc:
             best_acc = record["test_acc"]

@@ -1,0 +1,71 @@
+"""``mwt report DIR``: one Markdown page with every table and figure of the experiments in DIR.
+
+It finds each RQ's ``experiment.json`` under DIR (e.g. ``DIR/rq1``, ``DIR/rq2``), and writes
+``DIR/report.md``: how each was made (command, preset, versions, machine, times), then its tables
+(embedded from their ``.md`` files, with links to the CSVs) and figures (linked PNGs), in RQ
+order. Nothing is recomputed.
+"""
+
+from pathlib import Path
+
+from mwt.errors import MwtError
+from mwt.experiments.common import FORMAT, RECORD, _now, environment, rq_page
+from mwt.io import atomic_write_bytes, read_json
+
+REPORT = "report.md"
+
+
+def find_experiments(directory) -> list[tuple[Path, dict]]:
+    """(folder, record) of every experiment under ``directory``, in RQ order."""
+    found = []
+    for path in sorted(Path(directory).rglob(RECORD)):
+        record = read_json(path)
+        if record.get("format") == FORMAT:
+            found.append((path.parent, record))
+    return sorted(found, key=lambda item: (item[1].get("rq", ""), str(item[0])))
+
+
+def build_report(directory) -> Path:
+    """Write ``directory/report.md`` from the experiments found under it; returns its path."""
+    if directory is None or str(directory).strip() == "":
+        raise MwtError("the report directory must not be empty")
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise MwtError(f"{directory} is not a directory; give the folder that holds the "
+                       "experiments' output directories (e.g. reports/)")
+    found = find_experiments(directory)
+    if not found:
+        raise MwtError(f"{directory} holds no experiment results ({RECORD}); run e.g. `mwt "
+                       f"experiment rq1 --preset cpu --out {directory / 'rq1'}` first")
+    env = environment()
+    lines = ["# torch-mwt: the paper's evaluation (section 4), regenerated", "",
+             f"Report built {_now()} by `mwt report {directory}` (torch {env['torch']}, "
+             f"torch-mwt {env['torch_mwt']}"
+             f"{', commit ' + env['git_commit'] if env.get('git_commit') else ''}). Every "
+             "number below comes from the runs recorded with it; figures labelled *paper* are "
+             "the paper's published ones (A100 GPU, CIFAR-10/SVHN, 200 epochs), shown for "
+             "comparison.", "", "## Contents", ""]
+    for folder, record in found:
+        rel = folder.relative_to(directory).as_posix()
+        lines.append(f"- [{record['title']}](#{_anchor(record['title'])}) (`{rel}/`, preset "
+                     f"{record['preset']})")
+    lines += ["", "## How each experiment was run", ""]
+    for _, record in found:
+        e = record.get("environment", {})
+        lines.append(f"- `{record['command']}`: torch {e.get('torch')}, torch-mwt "
+                     f"{e.get('torch_mwt')}, commit {e.get('git_commit') or 'unknown'}, "
+                     f"{e.get('machine')}; {record.get('started')} to {record.get('finished')}")
+    lines.append("")
+    for folder, record in found:
+        rel = folder.relative_to(directory).as_posix()
+        prefix = "" if rel == "." else rel + "/"
+        lines.append(rq_page(record, folder, level=2, prefix=prefix))
+    path = directory / REPORT
+    atomic_write_bytes(path, "\n".join(lines).encode())
+    return path
+
+
+def _anchor(title: str) -> str:
+    """GitHub's heading anchor."""
+    keep = "".join(c for c in title.lower() if c.isalnum() or c in " -_")
+    return keep.replace(" ", "-")

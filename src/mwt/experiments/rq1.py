@@ -1,0 +1,193 @@
+"""RQ1 (paper section 4.2): how effective is MwT in training and modularizing CNN models?
+
+Table 2: per model and dataset, the standard and modular models' test accuracy (last epoch)
+and the modules' KRR, cohesion and coupling at tau 0.9. Figure 5: per epoch, the Jaccard
+coupling and cohesion, kernel rate and test accuracy of the standard and the modular run, read
+from their ``metrics.jsonl`` (``track_*`` keys, see ``mwt.tracking``). Table 3: for the
+preset's baseline models (SimCNN, ResCNN), CNNSplitter's composed modules beside MwT's.
+Figures are means over seeds; every table cell is mean ± std over seeds.
+"""
+
+from mwt.experiments import paper
+from mwt.experiments.common import Outcome
+from mwt.experiments.presets import TARGETS
+from mwt.experiments.steps import history, mean_std
+from mwt.experiments.tables import OURS, Column, Table, percent, pyplot, save_figure
+
+
+def final_acc(run) -> float | None:
+    h = history(run)
+    return percent(h[-1].get("test_acc")) if h else None
+
+
+def train_pair(ws, model, dataset, seed):
+    """The finished standard and modular runs of a model, dataset and seed."""
+    std = ws.ensure_run(ws.spec(model, dataset, standard=True, seed=seed))
+    mod = ws.ensure_run(ws.spec(model, dataset, standard=False, seed=seed))
+    return std, mod
+
+
+def _stat(row: dict, key: str, values) -> None:
+    row[key], row[f"{key}_std"] = mean_std(values)
+
+
+def run(ws, models) -> Outcome:
+    p = ws.preset
+    models = models or list(p.models_for("rq1"))
+    rows2, rows3, figures, notes = [], [], [], []
+    for model in models:
+        for dataset in p.datasets:
+            runs, per_seed, cs_seed = [], [], []
+            for seed in p.seeds:
+                std, mod = train_pair(ws, model, dataset, seed)
+                mods = ws.ensure_modules(mod)
+                runs.append((std, mod))
+                per_seed.append({"standard_acc": final_acc(std), "modular_acc": final_acc(mod),
+                                 "krr": percent(mods.krr), "cohesion": mods.cohesion,
+                                 "coupling": mods.coupling, "kernels": mods.total_kernels})
+                if model in p.baseline_models:
+                    found = ws.ensure_cnnsplitter(std)
+                    if found is not None:
+                        cs_seed.append((found, per_seed[-1]))
+            row = {"source": OURS, "model": model, "dataset": dataset,
+                   "kernels": per_seed[0]["kernels"], "seeds": len(per_seed)}
+            for key in ("standard_acc", "modular_acc", "krr", "cohesion", "coupling"):
+                _stat(row, key, [s[key] for s in per_seed])
+            _stat(row, "acc_loss", [s["standard_acc"] - s["modular_acc"] for s in per_seed])
+            rows2.append(row)
+            for pm, pd in paper.pairs_for(paper.TABLE2, model, dataset):
+                ref = paper.TABLE2[(pm, pd)]
+                rows2.append({"source": paper.SOURCE, "model": pm, "dataset": pd, **ref,
+                              "acc_loss": ref["standard_acc"] - ref["modular_acc"]})
+            if cs_seed:
+                rows3.append(_table3_row(model, dataset, cs_seed))
+                for pm, pd in paper.pairs_for(paper.TABLE3, model, dataset):
+                    rows3.append({"source": paper.SOURCE, "model": pm, "dataset": pd,
+                                  **paper.TABLE3[(pm, pd)]})
+            figures.append(_figure5(ws, model, dataset, runs))
+    if any(m in p.baseline_models for m in models) and not rows3:
+        notes.append("Table 3 is empty: the CNNSplitter baseline (mwt.baselines) is not "
+                     "available.")
+    notes.append("Accuracy is the test accuracy after the last epoch; KRR, cohesion and "
+                 "coupling are the modules' at tau 0.9 (Eq. 1-3 on the whole training split). "
+                 f"The paper's rows ({paper.SOURCE}) are CIFAR-10/SVHN on A100 GPUs.")
+    t3 = table3(rows3)
+    if not rows3:
+        t3.notes.insert(0, "Empty: CNNSplitter is run for the preset's baseline models "
+                        f"({', '.join(p.baseline_models)}) and none of them was selected, or "
+                        "the baseline is not available.")
+    return Outcome(tables=[table2(rows2), t3, targets_table(rows2)], figures=figures,
+                   notes=notes)
+
+
+def _table3_row(model, dataset, cs_seed) -> dict:
+    row = {"source": OURS, "model": model, "dataset": dataset, "seeds": len(cs_seed)}
+    values = {k: [] for k in ("standard_acc", "cnnsplitter_acc", "cnnsplitter_coupling",
+                              "cnnsplitter_cohesion", "cnnsplitter_krr", "mwt_acc",
+                              "mwt_coupling", "mwt_cohesion", "mwt_krr")}
+    settings = set()
+    for (_, report), ours in cs_seed:
+        values["standard_acc"].append(ours["standard_acc"])
+        values["cnnsplitter_acc"].append(percent(report["composed_acc"]["test"]))
+        values["cnnsplitter_coupling"].append(report["coupling"])
+        values["cnnsplitter_cohesion"].append(report["cohesion"])
+        values["cnnsplitter_krr"].append(percent(report["krr"]))
+        values["mwt_acc"].append(ours["modular_acc"])
+        values["mwt_coupling"].append(ours["coupling"])
+        values["mwt_cohesion"].append(ours["cohesion"])
+        values["mwt_krr"].append(ours["krr"])
+        settings.add(f"{report['generations_run']} generations, stopped by "
+                     f"{str(report['stopped_by']).replace('_', ' ')}")
+    for key, vals in values.items():
+        _stat(row, key, vals)
+    row["cnnsplitter_search"] = "; ".join(sorted(settings))
+    return row
+
+
+def table2(rows) -> Table:
+    return Table("table2", "Table 2: standard training vs MwT (modules at tau 0.9)", [
+        Column("source", "source"), Column("model", "model"), Column("dataset", "dataset"),
+        Column("kernels", "#kernels"), Column("standard_acc", "standard ACC %"),
+        Column("modular_acc", "modular ACC %"), Column("acc_loss", "ACC loss (points)"),
+        Column("krr", "KRR %"), Column("cohesion", "cohesion", 4),
+        Column("coupling", "coupling", 4), Column("seeds", "seeds")], rows,
+        notes=["The kernel count: ours counts the gated kernels (every conv but the first), "
+               "the paper every conv kernel."])
+
+
+def table3(rows) -> Table:
+    return Table("table3", "Table 3: CNNSplitter vs MwT", [
+        Column("source", "source"), Column("model", "model"), Column("dataset", "dataset"),
+        Column("standard_acc", "S.M. ACC %"), Column("cnnsplitter_acc", "CNNSplitter ACC %"),
+        Column("cnnsplitter_coupling", "CNNSplitter coup.", 4),
+        Column("cnnsplitter_cohesion", "CNNSplitter coh.", 4),
+        Column("cnnsplitter_krr", "CNNSplitter KRR %"), Column("mwt_acc", "MwT ACC %"),
+        Column("mwt_coupling", "MwT coup.", 4), Column("mwt_cohesion", "MwT coh.", 4),
+        Column("mwt_krr", "MwT KRR %"), Column("cnnsplitter_search", "CNNSplitter search"),
+        Column("seeds", "seeds")], rows,
+        notes=["CNNSplitter's ACC is its composed modules' test accuracy; its cohesion is "
+               "measured on the standard model's kernel sets (BatchNorm outputs), as the paper "
+               "does. A search stopped by a budget or run with a smaller population is not the "
+               "published setting (see docs/baselines.md)."])
+
+
+def targets_table(rows2) -> Table:
+    """Our targets (../shared/SPEC.md) against each of our Table 2 rows: met, or missed by how
+    much."""
+    out = []
+    for row in rows2:
+        if row["source"] != OURS:
+            continue
+        for key, (label, bound, kind) in TARGETS.items():
+            if key not in row or row[key] is None:
+                continue
+            value = row[key]
+            miss = value - bound if kind == "max" else bound - value
+            out.append({"model": row["model"], "dataset": row["dataset"], "metric": label,
+                        "value": value, "target": f"{'<=' if kind == 'max' else '>='} {bound:g}",
+                        "met": miss <= 0, "missed_by": max(miss, 0.0)})
+    return Table("targets", "Targets of the CPU preset (ours, not the paper's)", [
+        Column("model", "model"), Column("dataset", "dataset"), Column("metric", "metric"),
+        Column("value", "value", 4), Column("target", "target"), Column("met", "met"),
+        Column("missed_by", "missed by", 4)], out,
+        notes=["Targets for vgg16 and resnet18 at the cpu preset (issue 10): accuracy loss <= "
+               "1.0 point, KRR <= 20%, cohesion >= 0.95, coupling <= 0.20; 2-class reuse "
+               "within 0.3 points is checked in RQ3."])
+
+
+FIGURE5_PANELS = (("track_coupling", "coupling (Jaccard)"), ("track_cohesion",
+                  "cohesion (Jaccard)"), ("track_kernel_rate", "kernel rate"),
+                  ("test_acc", "test accuracy"))
+
+
+def curves(runs, key) -> tuple[list[int], list[float]]:
+    """Epoch numbers and the mean over runs of ``key`` per epoch (epochs all runs have)."""
+    hs = [history(r) for r in runs]
+    n = min((len(h) for h in hs), default=0)
+    xs, ys = [], []
+    for i in range(n):
+        vals = [h[i].get(key) for h in hs if h[i].get(key) is not None]
+        if vals:
+            xs.append(i + 1)
+            ys.append(sum(vals) / len(vals))
+    return xs, ys
+
+
+def _figure5(ws, model, dataset, runs):
+    plt = pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6.5))
+    for ax, (key, label) in zip(axes.flat, FIGURE5_PANELS):
+        for kind, idx, style, color in (("modular", 1, "-", "C0"), ("standard", 0, "--", "C1")):
+            xs, ys = curves([r[idx] for r in runs], key)
+            ax.plot(xs, ys, style, color=color, marker="o", markersize=3, label=kind)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend()
+    seeds = f", mean of {len(runs)} seeds" if len(runs) > 1 else ""
+    fig.suptitle(f"Figure 5: training of {model} on {dataset} (ours{seeds}; Jaccard metrics on "
+                 f"{ws.preset.track_samples} fixed training images)")
+    path = save_figure(fig, ws.out / f"figure5-{model}-{dataset}.png")
+    return (f"Figure 5 ({model}, {dataset}): coupling, cohesion, kernel rate and test accuracy "
+            "per epoch; modular solid blue, standard dashed orange. "
+            f"Paper (VGG16-CIFAR10, GPU): {paper.FIGURE5}", path)

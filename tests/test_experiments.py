@@ -1,0 +1,330 @@
+"""`mwt experiment` (RQ1-RQ4) and `mwt report` on the micro preset, and `--track-modularity`."""
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+
+import mwt
+import mwt.runs
+from mwt.cli import main
+from mwt.experiments import paper
+from mwt.experiments.rq3 import draw_subtasks
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Micro runs are tiny; on a CPU shared with other jobs, two threads per op spin and wait on
+    # each other far longer than the work takes.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def header(path: Path) -> list[str]:
+    with open(path, newline="") as f:
+        return next(csv.reader(f))
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+EXPECTED = {
+    "rq1": ({"table2": ["source", "model", "dataset", "kernels", "standard_acc", "modular_acc",
+                        "acc_loss", "krr", "cohesion", "coupling", "seeds"],
+             "table3": ["source", "model", "dataset", "standard_acc", "cnnsplitter_acc",
+                        "cnnsplitter_coupling", "cnnsplitter_cohesion", "cnnsplitter_krr",
+                        "mwt_acc", "mwt_coupling", "mwt_cohesion", "mwt_krr"],
+             "targets": ["model", "dataset", "metric", "value", "target", "met", "missed_by"]},
+            ["figure5-vgg16-demo-micro.png", "figure5-simcnn-demo-micro.png"]),
+    "rq2": ({"table4": ["source", "model", "dataset", "modular_s_per_epoch", "epochs",
+                        "modularizing_s", "mwt_total_min", "standard_s_per_epoch",
+                        "cnnsplitter_s_per_generation", "cnnsplitter_generations",
+                        "cnnsplitter_s", "after_training_total_min"]},
+            ["rq2-time.png"]),
+    "rq3": ({"table5": ["source", "model", "dataset", "m", "kernel_share"],
+             "table6": ["source", "model", "dataset", "m", "macs", "reduction"],
+             "table7": ["source", "model", "dataset", "m", "std_acc", "module_acc", "loss"],
+             "before_finetune": ["m", "acc_removed", "acc_kept", "acc_folded", "module_acc"],
+             "table8": ["source", "model", "dataset", "m", "cnnsplitter", "mwt"],
+             "targets": ["model", "dataset", "metric", "value", "target", "met", "missed_by"],
+             "subtasks": ["model", "dataset", "seed", "m", "classes", "kernel_share"]},
+            ["rq3-reuse.png"]),
+    "rq4": ({"alpha_beta": ["source", "model", "dataset", "weight", "alpha", "beta",
+                            "coupling_loss", "cohesion_loss", "test_acc", "krr", "cohesion",
+                            "coupling"],
+             "tau": ["source", "model", "dataset", "tau", "krr", "cohesion", "coupling",
+                     "reuse_kernel_share", "reuse_acc"]},
+            ["figure6-vgg16-demo-micro.png", "rq4-tau.png"]),
+}
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    """All four RQs on the micro preset: rq1 keeps its runs in its own --out, the others share
+    one --runs directory."""
+    torch.set_num_threads(1)
+    base = tmp_path_factory.mktemp("reports")
+    for rq in EXPECTED:
+        argv = ["experiment", rq, "--preset", "micro", "--out", base / rq, "--device", "cpu",
+                "--no-progress"]
+        if rq != "rq1":
+            argv += ["--runs", base / "runs"]
+        assert main([str(a) for a in argv]) == 0, rq
+    return base
+
+
+@pytest.mark.parametrize("rq", list(EXPECTED))
+def test_each_experiment_writes_every_table_and_figure(done, rq):
+    out = done / rq
+    tables, figures = EXPECTED[rq]
+    for name, columns in tables.items():
+        assert set(columns) <= set(header(out / f"{name}.csv")), name
+        assert (out / f"{name}.md").read_text().startswith("### ")
+    for name in figures:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    record = json.loads((out / "experiment.json").read_text())
+    assert record["rq"] == rq and record["preset"] == "micro"
+    assert record["command"].startswith(f"mwt experiment {rq} --preset micro")
+    assert record["environment"]["torch"] == torch.__version__
+    page = (out / f"{rq}.md").read_text()
+    assert all(f"({name})" in page for name in figures)
+    assert not list(out.glob(".mwt-tmp-*"))
+
+
+def test_tables_put_our_figures_beside_the_papers(done):
+    table2 = rows(done / "rq1" / "table2.csv")
+    ours = [r for r in table2 if r["source"] == "ours"]
+    assert {r["model"] for r in ours} == {"vgg16", "simcnn"}
+    assert all(0 <= float(r["krr"]) <= 100 and r["modular_acc"] for r in ours)
+    papers = [r for r in table2 if r["source"] == paper.SOURCE]
+    assert {(r["model"], r["dataset"]) for r in papers} == {("vgg16", "cifar10"),
+                                                            ("vgg16", "svhn")}
+    assert float(papers[0]["krr"]) == paper.TABLE2[("vgg16", "cifar10")]["krr"]
+    table3 = rows(done / "rq1" / "table3.csv")
+    assert [r["model"] for r in table3 if r["source"] == "ours"] == ["simcnn"]
+    assert float(next(r for r in table3 if r["source"] == "ours")["cnnsplitter_krr"]) > 0
+    table5 = [r for r in rows(done / "rq3" / "table5.csv") if r["source"] == "ours"]
+    assert sorted(int(r["m"]) for r in table5) == [2, 5, 10]
+    table8 = [r for r in rows(done / "rq3" / "table8.csv") if r["source"] == "ours"]
+    assert table8 and all(r["cnnsplitter"] and r["mwt"] for r in table8)
+    tau = [r for r in rows(done / "rq4" / "tau.csv") if r["source"] == "ours"]
+    assert sorted(float(r["tau"]) for r in tau) == [0.5, 0.9]
+    run = next((done / "runs").glob("vgg16-*-modular-a0.5-b1.5-*"))
+    assert {p.name for p in run.glob("modules-tau*.json")} == {"modules-tau0.50.json",
+                                                                "modules-tau0.90.json"}
+
+
+def _stamps(base: Path) -> dict:
+    return {str(p): p.stat().st_mtime_ns for pattern in ("checkpoint.safetensors",
+                                                         "modules-*.safetensors", "*.json")
+            for p in base.rglob(pattern) if "reuse" in p.parts or p.suffix != ".json"}
+
+
+def test_second_invocation_reuses_everything(done, capsys, monkeypatch):
+    import importlib
+
+    import mwt.baselines
+
+    reuse_module = importlib.import_module("mwt.reuse")  # mwt.reuse is also the function
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("recomputed a finished step")
+
+    for target, name in ((mwt.runs, "train_run"), (mwt.runs, "modularize_run"),
+                         (mwt.baselines, "cnnsplitter_run"), (reuse_module, "reuse")):
+        monkeypatch.setattr(target, name, refuse)
+    before = _stamps(done)
+    assert before
+    for rq in EXPECTED:
+        argv = ["experiment", rq, "--preset", "micro", "--out", done / rq, "--device", "cpu",
+                "--no-progress"] + (["--runs", done / "runs"] if rq != "rq1" else [])
+        code, out, err = cli(capsys, *argv)
+        assert code == 0, err
+        assert "0 runs trained" in out
+    assert _stamps(done) == before
+
+
+def test_report_gathers_every_table_and_figure(done, capsys):
+    code, out, _ = cli(capsys, "report", done)
+    assert code == 0 and "report.md" in out
+    report = (done / "report.md").read_text()
+    for rq, (tables, figures) in EXPECTED.items():
+        assert f"`mwt experiment {rq} --preset micro" in report
+        for name in tables:
+            assert f"]({rq}/{name}.csv)" in report
+        for name in figures:
+            assert f"]({rq}/{name})" in report
+    for title in ("Table 2:", "Table 3:", "Table 4:", "Table 5:", "Table 6:", "Table 7:",
+                  "Table 8:", "Alpha and beta", "Tau:"):
+        assert title in report
+    assert "torch-mwt" in report and torch.__version__ in report
+
+
+def test_a_killed_experiment_resumes_its_run(tmp_path, capsys, monkeypatch):
+    import importlib
+
+    train_module = importlib.import_module("mwt.train")  # mwt.train is also the function
+    real = train_module.save_checkpoint
+    calls = []
+
+    def save_then_die(out, model, optimizer, epoch, *args):
+        real(out, model, optimizer, epoch, *args)
+        calls.append(epoch)
+        if "modular" in Path(out).name:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    argv = ["experiment", "rq2", "--preset", "micro", "--out", tmp_path / "rq2", "--device",
+            "cpu", "--no-progress"]
+    code, _, err = cli(capsys, *argv)
+    assert code == 130 and "run the same command again" in err
+    run = next((tmp_path / "rq2" / "runs").glob("simcnn-*-modular-*"))
+    assert json.loads((run / "checkpoint.json").read_text())["epoch"] == 1
+    monkeypatch.setattr(train_module, "save_checkpoint", real)
+    code, out, err = cli(capsys, *argv)
+    assert code == 0, err
+    assert f"resuming {run.name} from epoch 1" in out and "1 reused" in out
+    assert [r["epoch"] for r in map(json.loads, (run / "metrics.jsonl").read_text()
+                                    .splitlines())] == [1, 2]
+    # A run of other settings under the same name is never silently used.
+    config = json.loads((run / "config.json").read_text())
+    config["run"]["train"]["lr"] = 0.5
+    (run / "config.json").write_text(json.dumps(config))
+    code, _, err = cli(capsys, *argv)
+    assert code == 2 and err.count("\n") == 1 and "training option lr 0.5" in err
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["rq9", "--preset", "micro"], "invalid choice"),
+    (["rq1", "--preset", "huge"], "unknown preset 'huge'"),
+    (["rq1", "--preset", "micro", "--models", "vgg17"], "unknown model 'vgg17'"),
+    (["rq1", "--preset", "micro", "--models", "vgg16", "vgg16"], "repeats a model"),
+    (["rq1", "--preset", "micro", "--epochs", "0"], "--epochs must be"),
+    (["rq1", "--preset", "micro", "--seeds", "-1"], "--seeds must be"),
+    (["rq1", "--preset", "micro", "--seeds", "3", "3"], "repeats a seed"),
+    (["rq1", "--preset", "micro", "--device", "cuda:7x"], "device"),
+    (["rq1", "--preset", "micro", "--out", "afile"], "is a file"),
+    (["rq1", "--preset", "micro", "--runs", "afile"], "is a file"),
+    (["rq1", "--preset", "cpu", "--data-dir", "nowhere"], "nowhere"),
+])
+def test_bad_options_are_one_line_before_any_work(tmp_path, capsys, monkeypatch, argv, match):
+    monkeypatch.chdir(tmp_path)
+    Path("afile").write_text("x")
+    if "--out" not in argv:
+        argv = argv + ["--out", "out"]
+    code, out, err = cli(capsys, "experiment", *argv)
+    assert code == 2
+    assert err.startswith("mwt: error:") and err.count("\n") == 1 and match in err
+    assert not Path("out").exists() or not any(Path("out").iterdir())
+
+
+def test_report_errors_are_one_line(tmp_path, capsys):
+    code, _, err = cli(capsys, "report", tmp_path / "none")
+    assert code == 2 and "is not a directory" in err and err.count("\n") == 1
+    code, _, err = cli(capsys, "report", tmp_path)
+    assert code == 2 and "holds no experiment results" in err
+
+
+def test_train_tracks_modularity_per_epoch(tmp_path, capsys, monkeypatch):
+    from helpers import demo_subset
+
+    def small(name, split="train", data_dir=None, download=False):
+        return demo_subset(split, 8)
+
+    monkeypatch.setattr(mwt.runs, "load_dataset", small)
+    for kind in ([], ["--standard"]):
+        out = tmp_path / f"run{len(kind)}"
+        code, _, err = cli(capsys, "train", "--model", "vgg16", "--width", "0.0625",
+                           "--dataset", "demo", "--epochs", "2", "--batch-size", "40",
+                           "--track-modularity", "50", "--device", "cpu", "--no-progress",
+                           "--quiet", "--out", out, *kind)
+        assert code == 0, err
+        lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        assert len(lines) == 2
+        for line in lines:
+            for key in ("track_cohesion", "track_coupling", "track_krr", "track_kernel_rate"):
+                assert 0.0 <= line[key] <= 1.0, key
+        assert json.loads((out / "config.json").read_text())["train"]["track_modularity"] == 50
+    code, _, err = cli(capsys, "train", "--model", "vgg16", "--dataset", "demo",
+                       "--track-modularity", "-1", "--out", tmp_path / "bad")
+    assert code == 2 and "track_modularity" in err
+
+
+def test_tracking_is_off_by_default_and_does_not_change_training():
+    from helpers import demo_subset, tiny_modular
+
+    data = demo_subset("train", 6)
+    plain = mwt.train(tiny_modular(width=0.0625), data, epochs=2, batch_size=30,
+                      progress=False, verbose=False, device="cpu")
+    tracked = mwt.train(tiny_modular(width=0.0625), data, epochs=2, batch_size=30,
+                        track_modularity=20, progress=False, verbose=False, device="cpu")
+    assert not any(k.startswith("track_") for k in plain.final)
+    assert "track_coupling" in tracked.final
+    for a, b in zip(plain.model.parameters(), tracked.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_subtasks_are_fixed_distinct_and_cover_small_cases():
+    a = draw_subtasks(10, range(2, 11), 10, seed=0)
+    assert a == draw_subtasks(10, range(2, 11), 10, seed=0)
+    assert a != draw_subtasks(10, range(2, 11), 10, seed=1)
+    assert all(len(set(tasks)) == len(tasks) == 10 for m, tasks in a.items() if m < 10)
+    assert a[10] == [tuple(range(10))]
+    assert all(len(t) == m and list(t) == sorted(t) for m, tasks in a.items() for t in tasks)
+    assert len(draw_subtasks(4, [2], 10, seed=0)[2]) == 6  # all C(4, 2) when there are fewer
+
+
+def test_paper_constants_agree_with_the_papers_averages():
+    # The paper prints an average row / column; our transcription must reproduce it.
+    t2 = list(paper.TABLE2.values())
+    for key, avg in (("standard_acc", 94.34), ("modular_acc", 93.29), ("krr", 20.52),
+                     ("cohesion", 0.9636), ("coupling", 0.2381)):
+        assert statistics.fmean(r[key] for r in t2) == pytest.approx(avg, abs=0.006)
+    t3 = list(paper.TABLE3.values())
+    for key, avg in (("standard_acc", 92.66), ("cnnsplitter_acc", 89.77), ("mwt_acc", 91.53),
+                     ("cnnsplitter_krr", 56.76), ("mwt_krr", 14.58), ("mwt_coupling", 0.2223),
+                     ("mwt_cohesion", 0.9399), ("cnnsplitter_coupling", 0.5783),
+                     ("cnnsplitter_cohesion", 0.9059)):
+        assert statistics.fmean(r[key] for r in t3) == pytest.approx(avg, abs=0.006)
+    for m, avg in {2: 34.03, 10: 83.25}.items():
+        assert statistics.fmean(paper.TABLE5[m].values()) == pytest.approx(avg, abs=0.006)
+    for m, avg in {2: (25.79, 79.62), 10: (70.04, 99.88)}.items():
+        mwt_share = statistics.fmean(v[1] for v in paper.TABLE8[m].values())
+        cs_share = statistics.fmean(v[0] for v in paper.TABLE8[m].values())
+        assert (mwt_share, cs_share) == pytest.approx(avg, abs=0.006)
+
+
+@pytest.mark.parametrize("name", ["micro", "cpu", "paper"])
+def test_every_preset_describes_valid_runs_and_searches(name, tmp_path):
+    from mwt.baselines import default_config
+    from mwt.experiments import PRESETS
+    from mwt.experiments.steps import Workspace
+
+    preset = PRESETS[name]
+    ws = Workspace(tmp_path, tmp_path / "runs", preset)
+    models = {m for rq in ("rq1", "rq2", "rq3", "rq3_baseline", "rq4")
+              for m in preset.models_for(rq)}
+    assert models and models <= set(mwt.list_models())
+    names = set()
+    for model in models:
+        for dataset in preset.datasets:
+            for standard in (True, False):
+                names.add(ws.run_name(ws.spec(model, dataset, standard=standard, seed=0)))
+    assert len(names) == 2 * len(models) * len(preset.datasets)
+    default_config(**preset.cnnsplitter)
+    assert set(preset.models_for("rq2")) <= set(preset.baseline_models)
+    with pytest.raises(mwt.MwtError, match="unknown preset"):
+        mwt.experiments.get_preset("nope")
