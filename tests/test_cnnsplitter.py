@@ -21,7 +21,7 @@ from mwt.baselines.genetic import (
     mutate,
     next_population,
 )
-from mwt.baselines.probe import build_probe, tied_groups
+from mwt.baselines.probe import build_probe, importance, tied_groups
 from mwt.cli import main
 from mwt.modularize import ModuleSet, list_module_sets
 
@@ -239,6 +239,27 @@ def test_extract_module_on_a_standard_model_equals_the_masked_model(name):
         mwt.extract_module(standard, kernels, keep_gates=True)
     with pytest.raises(mwt.MwtError, match="fold_gates needs a modular model"):
         mwt.extract_module(standard, kernels, fold_gates=True, gate_values=kernels.float())
+
+
+def test_importance_reads_relu_maps_and_the_sum_after_an_add():
+    torch.manual_seed(0)
+    model = mwt.create_model("rescnn", 10, 1, 0.125).eval()
+    structure = tied_groups(model)
+    x, y = torch.randn(12, 1, 8, 8), torch.arange(12) % 10
+    scores, confident, _ = importance(build_probe(model, structure), structure, x, y, 10, 0.0,
+                                      5, "cpu")
+    seen = {}
+    hooks = [model.convs[4].register_forward_pre_hook(lambda m, a: seen.update(add=a[0])),
+             model.convs[2].register_forward_hook(lambda m, a, o: seen.update(relu=o))]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    tied, alone = structure.groups.index((0, 2)), structure.groups.index((1,))  # convs.1+3, 2
+    for c in range(10):
+        torch.testing.assert_close(scores[tied][c], seen["add"][y == c].sum((2, 3)).mean(0))
+        torch.testing.assert_close(scores[alone][c], seen["relu"][y == c].sum((2, 3)).mean(0))
+    assert confident.tolist() == torch.bincount(y, minlength=10).tolist()
 
 
 def test_extracting_a_standard_model_leaves_the_random_stream_alone():

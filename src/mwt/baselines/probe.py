@@ -149,8 +149,8 @@ def tied_groups(model: nn.Module) -> Structure:
 def build_probe(model: nn.Module, structure: Structure) -> fx.GraphModule:
     """``probe(x, masks) -> (logits, taps)``: the standard model with each gated layer's BN
     output multiplied by ``masks[l]`` ([B, K_l], one row per sample), returning the importance
-    taps of ``structure`` as well. A copy: ``model`` is not changed."""
-    gm = trace(copy.deepcopy(model))
+    taps of ``structure`` as well. A copy in eval mode: ``model`` is not changed."""
+    gm = trace(copy.deepcopy(model).eval())
     graph = gm.graph
     pairs = conv_bn_pairs(graph, dict(gm.named_modules()))[1:]  # the gated ones, mask order
     inputs = [n for n in graph.nodes if n.op == "placeholder"]
@@ -169,10 +169,6 @@ def build_probe(model: nn.Module, structure: Structure) -> fx.GraphModule:
     graph.lint()
     gm.recompile()
     return gm.eval()
-
-
-def _split(masks: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
-    return list(torch.split(masks, sizes, dim=1))
 
 
 def target_logits(probe: fx.GraphModule, structure: Structure, x_all: torch.Tensor,
@@ -197,7 +193,7 @@ def target_logits(probe: fx.GraphModule, structure: Structure, x_all: torch.Tens
             chunk = masks[start:start + group].to(device=device, dtype=torch.float32)
             target = targets[start:start + group].to(device)
             c = chunk.shape[0]
-            parts = _split(chunk, sizes)
+            parts = torch.split(chunk, sizes, dim=1)
             for offset in range(0, n, per_pass):
                 x = x_all[offset:offset + per_pass].to(device, non_blocking=True)
                 b = x.shape[0]
@@ -241,7 +237,7 @@ def importance(probe: fx.GraphModule, structure: Structure, x_all: torch.Tensor,
             confident += sure.sum(0).cpu()
             every += onehot.sum(0).cpu()
             for i, tap in enumerate(taps):
-                per_sample = tap.double().flatten(2).sum(2)  # [B, channels]
+                per_sample = tap.flatten(2).sum(2, dtype=torch.float64)  # [B, channels]
                 sums[i] += (sure.T @ per_sample).cpu()
                 every_sums[i] += (onehot.T @ per_sample).cpu()
     # A class without a single confident sample (a tiny or weak model) falls back to all of its
