@@ -75,7 +75,8 @@ def _batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ``torch.var_mean`` over (0, 2, 3), and accurate for BatchNorm inputs."""
     b, c = x.shape[:2]
     flat = x.reshape(b * c, 1, -1)
-    sums = x.sum(dim=(2, 3), dtype=torch.float64).sum(0)
+    sums = x.sum(dim=(2, 3)).sum(0, dtype=torch.float64)  # (a dtype= on the first sum would
+    # copy all of x to float64 first)
     squares = torch.bmm(flat, flat.transpose(1, 2)).view(b, c).sum(0, dtype=torch.float64)
     n = x.numel() // c
     mean = sums / n
