@@ -25,6 +25,18 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _leave_the_dataset_registry_as_found():
+    # The micro preset registers its dataset when it is used; other test files list the
+    # registry and must not see it.
+    from mwt.data import registry
+
+    before = dict(registry.DATASETS)
+    yield
+    registry.DATASETS.clear()
+    registry.DATASETS.update(before)
+
+
 def cli(capsys, *argv):
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()

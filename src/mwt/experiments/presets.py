@@ -1,7 +1,8 @@
 """The experiment presets: every setting of ``mwt experiment``, written once per preset.
 
 - ``micro``: a few hundred images of the embedded demo data (the dataset ``demo-micro``,
-  registered here), tiny models, one epoch; each RQ takes seconds. The tests use it.
+  registered when the preset is asked for), tiny models, one epoch; each RQ takes seconds.
+  The tests use it.
 - ``cpu``: full Fashion-MNIST, models of a quarter of the channels; each RQ is sized to finish on
   an idle 2-core CPU in about two hours (docs/reproducing.md gives the estimates).
 - ``paper``: the paper's section 4.1 on a GPU: CIFAR-10 and SVHN, full width, 200 epochs,
@@ -32,7 +33,10 @@ def _micro(split, data_dir=None, download=False):
     return replace(data.subset(idx), name=MICRO_DATASET)
 
 
-register_dataset(MICRO_DATASET, _micro)
+def register_micro_dataset() -> None:
+    """Register ``demo-micro`` (again is harmless). Done when the micro preset is asked for, not
+    on import, so that importing ``mwt.experiments`` leaves the dataset registry as it was."""
+    register_dataset(MICRO_DATASET, _micro)
 
 
 @dataclass(frozen=True)
@@ -183,8 +187,10 @@ REUSE_TARGET = ("2-class reuse loss vs standard model (points)", 0.3, "max")
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise MwtError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    if MICRO_DATASET in PRESETS[name].datasets:
+        register_micro_dataset()
     return PRESETS[name]
 
 
 __all__ = ["Preset", "PRESETS", "MICRO", "CPU", "PAPER", "RQS", "MICRO_DATASET", "TARGETS",
-           "REUSE_TARGET", "get_preset"]
+           "REUSE_TARGET", "get_preset", "register_micro_dataset"]
