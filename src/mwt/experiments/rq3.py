@@ -257,16 +257,7 @@ def run(ws, models) -> Outcome:
 
 
 def _table8(shares) -> Table:
-    groups: dict = {}
-    for r in shares:
-        groups.setdefault((r["model"], r["dataset"], r["m"]), []).append(r)
-    rows = []
-    for (model, dataset, m), rs in groups.items():
-        row = {"source": OURS, "model": model, "dataset": dataset, "m": m,
-               "series": _series(model, dataset), "subtasks": len(rs)}
-        for key in ("cnnsplitter", "mwt"):
-            row[key], row[f"{key}_std"] = mean_std([r.get(key) for r in rs])
-        rows.append(row)
+    rows = _summarise(shares, ("cnnsplitter", "mwt"))
     combos = list(dict.fromkeys((r["model"], r["dataset"]) for r in shares))
     rows += _paper_rows(paper.TABLE8, _pairs(paper.TABLE3, combos), ("cnnsplitter", "mwt"))
     m_col = Column("m", "M-class", 0)
