@@ -190,6 +190,10 @@ TARGETS = {
     "coupling": ("coupling", 0.20, "max"),
 }
 REUSE_TARGET = ("2-class reuse loss vs standard model (points)", 0.3, "max")
+TUNING_NOTE = ("The cpu preset's settings (flips only, alpha/beta 0.5/2.0) were chosen on a "
+               "validation split by `python -m mwt.experiments.tune`; what was tried and what "
+               "each candidate scored: docs/results/cpu/tuning/tuning.md and docs/reproducing.md "
+               "(How the cpu preset's settings were chosen).")
 
 
 def get_preset(name: str) -> Preset:
@@ -201,4 +205,4 @@ def get_preset(name: str) -> Preset:
 
 
 __all__ = ["Preset", "PRESETS", "MICRO", "CPU", "PAPER", "RQS", "MICRO_DATASET", "TARGETS",
-           "REUSE_TARGET", "get_preset", "register_micro_dataset"]
+           "REUSE_TARGET", "TUNING_NOTE", "get_preset", "register_micro_dataset"]
