@@ -185,6 +185,25 @@ def test_report_gathers_every_table_and_figure(done, capsys):
     assert "torch-mwt" in report and torch.__version__ in report
 
 
+def test_report_embeds_the_settings_search(done, capsys):
+    import shutil
+
+    from mwt.experiments import tune
+
+    row = {k: 0.5 for k in tune.COLUMNS}
+    row.update(candidate="flip-b2", model="vgg16", epochs=8, crop_padding=0, hflip=True)
+    tune.write_tables([row], done / "tuning", "# The cpu preset's settings search\n\nsplit")
+    try:
+        code, _, _ = cli(capsys, "report", done)
+        report = (done / "report.md").read_text()
+    finally:
+        shutil.rmtree(done / "tuning")
+    assert code == 0
+    assert "\n## The cpu preset's settings search\n" in report
+    assert "| flip-b2 | vgg16 | 8 | 0 | True |" in report
+    assert "](tuning/tuning.csv)" in report
+
+
 def test_a_killed_experiment_resumes_its_run(tmp_path, capsys, monkeypatch):
     import importlib
 

@@ -13,6 +13,7 @@ from mwt.experiments.common import FORMAT, RECORD, _now, environment, rq_page
 from mwt.io import atomic_write_bytes, read_json
 
 REPORT = "report.md"
+TUNING = "tuning.md"  # written by mwt.experiments.tune
 
 
 def find_experiments(directory) -> list[tuple[Path, dict]]:
@@ -56,6 +57,7 @@ def build_report(directory) -> Path:
                      f"{e.get('torch_mwt')}, commit {e.get('git_commit') or 'unknown'}, "
                      f"{e.get('machine')}; {record.get('started')} to {record.get('finished')}")
     lines.append("")
+    lines += _searches(directory)
     for folder, record in found:
         rel = folder.relative_to(directory).as_posix()
         prefix = "" if rel == "." else rel + "/"
@@ -63,6 +65,19 @@ def build_report(directory) -> Path:
     path = directory / REPORT
     atomic_write_bytes(path, "\n".join(lines).encode())
     return path
+
+
+def _searches(directory: Path) -> list[str]:
+    """The settings searches under ``directory`` (``tuning.md``, ``python -m
+    mwt.experiments.tune``), embedded one heading level down, so the report shows how its
+    preset was chosen."""
+    lines = []
+    for path in sorted(directory.rglob(TUNING)):
+        rel = path.parent.relative_to(directory).as_posix()
+        text = path.read_text().splitlines()
+        body = [("#" + line) if line.startswith("#") else line for line in text]
+        lines += body + ["", f"CSV: [{rel}/tuning.csv]({rel}/tuning.csv)", ""]
+    return lines
 
 
 def _anchor(title: str) -> str:
