@@ -73,8 +73,7 @@ def main() -> None:
         mods = mwt.modularize(model.eval(), data(), tau=0.5)
         if distributed.is_main():
             mods.save(out)
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    distributed.shutdown(wait=True)
 
 
 if __name__ == "__main__":

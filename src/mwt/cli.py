@@ -425,11 +425,13 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed as one line
         return exc.code if isinstance(exc.code, int) else 2
+    code = None
     try:
         with warnings.catch_warnings():
             # Each command prints its results' warnings itself, as `warning:` lines.
             warnings.simplefilter("ignore", MwtWarning)
-            return args.func(args)
+            code = args.func(args)
+            return code
     except MwtError as exc:
         print(f"mwt: error: {exc}", file=sys.stderr)
         return 2
@@ -444,7 +446,7 @@ def main(argv=None) -> int:
         return 130
     finally:
         if "mwt.distributed" in sys.modules:  # a torchrun rank: leave the process group cleanly
-            sys.modules["mwt.distributed"].shutdown()
+            sys.modules["mwt.distributed"].shutdown(wait=code == 0)
 
 
 if __name__ == "__main__":
