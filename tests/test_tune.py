@@ -2,6 +2,7 @@
 
 import csv
 
+import pytest
 import torch
 
 from mwt.data import load_dataset
@@ -49,8 +50,11 @@ def test_search_writes_tables_and_reuses_finished_candidates(tmp_path, capsys):
         assert sorted(r["candidate"] for r in csv.DictReader(f)) == ["crop-b1.5", "flip-b2"]
 
 
-def test_missing_dataset_is_one_line(tmp_path, capsys):
-    code = tune.main(["--out", str(tmp_path), "--runs", str(tmp_path / "r"), "--dataset",
-                      "cifar10"])
+@pytest.mark.parametrize("bad", [["--dataset", "cifar10"], ["--epochs", "0"],
+                                 ["--model", "nope"], ["--val-per-class", "0"],
+                                 ["--width", "7"]])
+def test_bad_input_is_one_line_before_any_work(tmp_path, capsys, bad):
+    code = tune.main(["--out", str(tmp_path / "o"), "--runs", str(tmp_path / "r"), *bad])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())

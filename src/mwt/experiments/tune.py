@@ -23,10 +23,11 @@ from pathlib import Path
 
 import torch
 
+from mwt.config import RunSpec, make_config
 from mwt.data import load_dataset
 from mwt.errors import MwtError
 from mwt.gates import make_modular
-from mwt.io import atomic_write_bytes, read_json, write_json
+from mwt.io import atomic_write_bytes, check_writable, read_json, write_json
 from mwt.models import create_model
 from mwt.modularize import modularize
 from mwt.train import evaluate, train
@@ -154,7 +155,15 @@ def main(argv=None) -> int:
     p.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     p.add_argument("--device", default=None)
     args = p.parse_args(argv)
-    try:
+    try:  # every setting and both directories checked before any data is read or trained
+        for name in args.candidates:
+            RunSpec(model=args.model, dataset=args.dataset, width=args.width, standard=False,
+                    train=make_config(None, epochs=args.epochs,
+                                      **CANDIDATES[name])).validate()
+        if args.val_per_class < 1:
+            raise MwtError(f"--val-per-class must be at least 1, got {args.val_per_class}")
+        check_writable(args.out)
+        check_writable(args.runs)
         full = load_dataset(args.dataset, "train")
         data, val = validation_split(full, args.val_per_class)
         runs = Path(args.runs)
