@@ -151,8 +151,9 @@ CPU = Preset(
     epochs=8,
     # Chosen by `python -m mwt.experiments.tune` on 6,000 validation images of the training
     # split (docs/results/cpu/tuning/tuning.md): without the crop, the standard model gains 1.2
-    # points in 8 epochs and the modular one 2.5 (both at beta 2.0); beta 2.0 brings coupling under 0.20 with
-    # cohesion still above 0.95, where 1.5 leaves it at 0.31 and 2.5 drops cohesion to 0.94.
+    # points in 8 epochs and the modular one 2.5 (both at beta 2.0); beta 2.0 brings coupling
+    # under 0.20 with cohesion still above 0.95, where 1.5 leaves it at 0.31 and 2.5 drops
+    # cohesion to 0.94.
     crop_padding=0,
     hflip=True,
     alpha_beta={(m, "fashion-mnist"): (0.5, 2.0) for m in ALL_MODELS},
