@@ -24,8 +24,15 @@ def test_validation_split_is_stratified_disjoint_and_fixed():
     assert train.name == data.name  # keeps the dataset's augmentation
 
 
-def test_search_writes_tables_and_reuses_finished_candidates(tmp_path, capsys):
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_search_writes_tables_and_reuses_finished_candidates(tmp_path, capsys):
     argv = ["--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"), "--model",
             "simcnn", "--dataset", "demo", "--width", "0.0625", "--epochs", "1",
             "--val-per-class", "20", "--candidates", "crop-b1.5", "flip-b2"]
@@ -33,6 +40,8 @@ def test_search_writes_tables_and_reuses_finished_candidates(tmp_path, capsys):
     with open(tmp_path / "out" / "tuning.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["candidate"] for r in rows] == ["crop-b1.5", "flip-b2"]
+    # each result is kept under its run's whole name (a dot in "b1.5" is not a suffix)
+    assert (tmp_path / "runs" / "simcnn-crop-b1.5-e1.json").is_file()
     assert set(tune.COLUMNS) == set(rows[0])
     for r in rows:
         assert 0 <= float(r["krr"]) <= 100 and 0 <= float(r["coupling"]) <= 1

@@ -45,6 +45,8 @@ CANDIDATES = {
 }
 STANDARD_KEYS = ("crop_padding", "hflip", "weight_decay")  # what a standard run depends on
 RESULT_FORMAT = "mwt-tuning-result/1"
+STATE = "search.json"  # in --out: every command and row so far (tuning.csv/.md are made from it)
+STATE_FORMAT = "mwt-tuning-search/1"
 COLUMNS = ["candidate", "model", "epochs", "crop_padding", "hflip", "alpha", "beta",
            "weight_decay", "standard_val_acc", "modular_val_acc", "acc_loss", "krr", "cohesion",
            "coupling", "standard_seconds", "modular_seconds"]
@@ -73,7 +75,7 @@ def _run(model_name, data, val, settings, epochs, width, standard, out: Path, de
     net = create_model(model_name, data.num_classes, data.in_channels, width)
     if not standard:
         net = make_modular(net)
-    options = {k: v for k, v in settings.items() if standard is False or k in STANDARD_KEYS}
+    options = {k: v for k, v in settings.items() if not standard or k in STANDARD_KEYS}
     if standard:
         options.update(alpha=None, beta=None)
     t0 = time.perf_counter()
@@ -83,6 +85,11 @@ def _run(model_name, data, val, settings, epochs, width, standard, out: Path, de
     return net, time.perf_counter() - t0
 
 
+def _beside(run_dir: Path) -> Path:
+    """The JSON result kept beside a run directory (``with_suffix`` would cut ``b1.5-e8``)."""
+    return run_dir.parent / f"{run_dir.name}.json"
+
+
 def score_candidate(name: str, model_name: str, data, val, epochs: int, width: float,
                     runs: Path, device=None) -> dict:
     """Train (or read back) the candidate's standard and modular runs and score them."""
@@ -90,12 +97,12 @@ def score_candidate(name: str, model_name: str, data, val, epochs: int, width: f
     std_key = "-".join(f"{k}{settings.get(k)}" for k in STANDARD_KEYS)
     std_dir = runs / f"{model_name}-standard-{std_key}-e{epochs}"
     mod_dir = runs / f"{model_name}-{name}-e{epochs}"
-    result_path = mod_dir.with_suffix(".json")
+    result_path = _beside(mod_dir)
     if result_path.is_file():
         saved = read_json(result_path)
         if saved.get("format") == RESULT_FORMAT:
             return saved["result"]
-    std_result = std_dir.with_suffix(".json")
+    std_result = _beside(std_dir)
     if std_result.is_file():
         std = read_json(std_result)
     else:
@@ -176,22 +183,16 @@ def main(argv=None) -> int:
             print("  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                    for k, v in rows[-1].items()), flush=True)
         out = Path(args.out)
-        previous = []
-        if (out / "tuning.csv").is_file():
-            with open(out / "tuning.csv", newline="") as f:
-                previous = [r for r in csv.DictReader(f)
-                            if (r["candidate"], r["model"], r["epochs"]) not in
-                            {(r2["candidate"], r2["model"], str(r2["epochs"])) for r2 in rows}]
-            for r in previous:
-                for k in COLUMNS[5:]:
-                    r[k] = float(r[k])
-                for k in ("crop_padding", "hflip"):
-                    r[k] = None if r[k] in ("", "None") else r[k]
+        state_path = out / STATE
+        state = read_json(state_path) if state_path.is_file() else {}
+        if state and state.get("format") != STATE_FORMAT:
+            raise MwtError(f"{state_path} was not written by this search; choose another --out")
+        done = {(r["candidate"], r["model"], r["epochs"]) for r in rows}
+        previous = [r for r in state.get("rows", [])
+                    if (r["candidate"], r["model"], r["epochs"]) not in done]
         command = ("python -m mwt.experiments.tune "
                    + " ".join(argv if argv is not None else sys.argv[1:]))
-        commands_path = out / "commands.json"
-        commands = read_json(commands_path)["commands"] if commands_path.is_file() else []
-        commands = [c for c in commands if c != command] + [command]
+        commands = [c for c in state.get("commands", []) if c != command] + [command]
         header = (f"# The cpu preset's settings search\n\nValidation split: "
                   f"{args.val_per_class} images per class of {args.dataset}'s training split "
                   f"(seed 0); training on the other {len(data)}. Width {args.width}, batch 128, "
@@ -200,10 +201,10 @@ def main(argv=None) -> int:
                   "candidates' rows; finished candidates are read back, not retrained):\n\n"
                   + "\n".join(f"    {c}" for c in commands))
         order = list(CANDIDATES)
-        rows = sorted(previous + rows, key=lambda r: (r["model"], int(r["epochs"]),
+        rows = sorted(previous + rows, key=lambda r: (r["model"], r["epochs"],
                                                       order.index(r["candidate"])))
         write_tables(rows, out, header)
-        write_json(commands_path, {"commands": commands})
+        write_json(state_path, {"format": STATE_FORMAT, "commands": commands, "rows": rows})
     except MwtError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
