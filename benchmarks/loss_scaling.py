@@ -12,7 +12,8 @@ VGG16's proportions (64, 64, 128, 128, 256 x3, 512 x6), 10 classes, masks ReLU(t
 * ``*_largest_tensor_mib``: the largest tensor any op creates in that pass (seen through a
   TorchDispatchMode), mask gradients included. Old form: the [L, B, B] cosines and their gradient.
 
-The old form is the reference oracle ``_reference_losses`` kept in tests/test_losses.py.
+The old form is the reference oracle ``_reference_losses`` kept in tests/test_losses.py, run in
+float32 as the old form ran (the tests run it in float64).
 ``step_share`` times one full modular training step of vgg16 (width 1.0, CIFAR-sized input,
 SGD; batch 1024 = 8 x 128, or 128 with --quick) and the two losses on that step's masks: the
 loss's share of the step. On a shared machine only ratios taken side by side mean much.
@@ -55,7 +56,7 @@ _reference_losses = _load_reference()
 
 
 def old_form(masks, labels):
-    ch, cp = _reference_losses(masks, labels, "classes")
+    ch, cp = _reference_losses(masks, labels, "classes", dtype=torch.float32)
     return ALPHA * ch + BETA * cp
 
 

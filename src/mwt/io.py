@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
 import struct
 import tempfile
 from pathlib import Path
@@ -29,6 +30,7 @@ from safetensors.torch import save as st_save
 from mwt.errors import CheckpointError, MwtError
 
 TEMP_PREFIX = ".mwt-tmp-"
+_TEMP_STEM = 40  # characters of the target's name kept in a temporary name: within NAME_MAX
 LOCK_FILE = ".mwt.lock"
 DATA_SHA = "sha256_data"  # safetensors header key: SHA-256 of the tensor data section
 
@@ -73,7 +75,8 @@ def atomic_write_bytes(path, data: bytes) -> None:
         raise MwtError(f"cannot write {path}: it is a directory")
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.")
+        fd, tmp = tempfile.mkstemp(dir=path.parent,
+                                   prefix=f"{TEMP_PREFIX}{path.name[:_TEMP_STEM]}.")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -87,6 +90,51 @@ def atomic_write_bytes(path, data: bytes) -> None:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+def temp_path(path, suffix: str = "") -> Path:
+    """A fresh temporary name beside ``path`` for a writer that opens the file itself (the
+    exporters): short whatever ``path``'s length (a 255-byte name plus our prefix would pass
+    NAME_MAX), ending in ``suffix`` (torch's archive writers need a stem and an extension)."""
+    path = Path(path)
+    return path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}{suffix}")
+
+
+def check_new_file(path, force: bool = False, what: str = "output file") -> Path:
+    """Fail early unless ``path`` names a file we may create or replace: not a directory (nor a
+    name ending in a slash), not an existing FIFO, device or socket (never replaced, even with
+    ``force``), not an existing regular file unless ``force``, a name within the file system's
+    limit, in a directory we can write. Nothing is created."""
+    text = str(path)
+    if text.strip() == "":
+        raise MwtError(f"the {what} must not be empty")
+    if text.endswith(("/", os.sep)):
+        raise MwtError(f"{text} ends with a slash, so it names a directory; give a file name")
+    path = Path(path)
+    limit = _name_max(path.parent)
+    if len(os.fsencode(path.name)) > limit:  # before any stat, which would fail on it
+        raise MwtError(f"the file name of {path} is {len(os.fsencode(path.name))} bytes long; "
+                       f"this file system allows {limit}")
+    if path.is_dir():
+        raise MwtError(f"{path} is a directory; give a file name")
+    if path.exists() or path.is_symlink():
+        if not path.is_file():
+            raise MwtError(f"{path} exists and is not a regular file (a FIFO, device, socket "
+                           "or broken link); mwt only replaces regular files")
+        if not force:
+            raise MwtError(f"{path} already exists; pass --force to replace it")
+    check_creatable(path.parent)
+    return path
+
+
+def _name_max(directory: Path) -> int:
+    probe = directory
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    try:
+        return os.pathconf(probe, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
 
 
 def remove_stale_temps(directory) -> list[Path]:

@@ -20,11 +20,12 @@ from mwt.errors import CheckpointError, MwtError
 from mwt.extract import extract_module
 from mwt.inference import fold_batchnorm
 from mwt.io import (
-    TEMP_PREFIX,
     check_creatable,
+    check_new_file,
     make_dir,
     os_error,
     read_artifact,
+    temp_path,
     umask,
     write_artifact,
 )
@@ -204,7 +205,7 @@ def load_module(path) -> nn.Module:
 
 def export_path(module_dir, fmt: str, out=None, force: bool = False) -> Path:
     """Where ``mwt export module`` writes, checked before any work: never a module's own files,
-    never an existing file without ``force``, never a directory."""
+    never a directory, a FIFO or a device, never an existing file without ``force``."""
     if fmt not in EXPORT_FORMATS:
         raise MwtError(f"unknown export format {fmt!r}; use {', '.join(EXPORT_FORMATS)}")
     if out is not None and str(out).strip() == "":
@@ -214,11 +215,7 @@ def export_path(module_dir, fmt: str, out=None, force: bool = False) -> Path:
     own = {(module_dir / name).resolve() for name in MODULE_FILES}
     if path.resolve() in own:
         raise MwtError(f"{path} is one of the module's own files; export to another file")
-    if path.is_dir():
-        raise MwtError(f"{path} is a directory; give --out a file name")
-    if path.exists() and not force:
-        raise MwtError(f"{path} already exists; pass --force to replace it")
-    check_creatable(path.parent)
+    check_new_file(out if out is not None else path, force, "export file (--out)")
     return path
 
 
@@ -243,10 +240,13 @@ def export_module(module: nn.Module, path, fmt: str = "pt2", input_shape=None,
                        "pip install 'torch-mwt[export]'")
     # A batch of 2: an example batch of 1 would let the exporters specialise the batch size.
     example = torch.zeros((2, *shape), device=next(module.parameters()).device)
+    # An existing regular file is replaced (the CLI asks for --force first); nothing else is.
+    path = check_new_file(path, force=True, what="export file")
     module = fold_batchnorm(module) if fold_bn else module.eval()
-    path = Path(path)
     make_dir(path.parent)
-    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}")
+    # Whatever the user's name (no extension, 240 characters), the exporters write a short name
+    # with the format's extension, which torch's archive writers accept; it is renamed after.
+    tmp = temp_path(path, EXPORT_FORMATS[fmt])
     try:
         with warnings.catch_warnings(), torch.no_grad():
             # The exporters' deprecation and progress notices are noise for these plain graphs.
