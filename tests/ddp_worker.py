@@ -1,11 +1,15 @@
 """One process of the distributed tests: run by torchrun (2 ranks) or plainly (1 process).
 
     python tests/ddp_worker.py OUT_DIR train [--local-losses]
+    python tests/ddp_worker.py OUT_DIR train-bn [--unfused]
     python tests/ddp_worker.py OUT_DIR modularize
 
 ``train``: one optimisation step of a tiny modular CNN on 128 seeded samples (global batch
 128), BatchNorm frozen in eval mode, so that one process and two ranks of 64 must agree; rank 0
-saves the parameters. ``modularize``: a module set of that model, saved by rank 0.
+saves the parameters. ``train-bn``: two steps with BatchNorm in train mode, through the fused
+gate+BatchNorm op (per-rank batch statistics, as nn.BatchNorm2d under DDP), or with
+``--unfused`` through plain BatchNorm then the mask; rank 0 saves its state (buffers included)
+and how many fused calls ran. ``modularize``: a module set of that model, saved by rank 0.
 """
 
 import sys
@@ -58,6 +62,10 @@ def main() -> None:
             gate = model.get_submodule(layer.gate)
             gate.fc2.bias.uniform_(-0.5, 1.0)
             gate.fc2.weight.mul_(5.0)
+    if mode == "train-bn":
+        train_bn(model, out, unfused="--unfused" in sys.argv)
+        distributed.shutdown(wait=True)
+        return
     for name in ("b1", "b2", "b3"):  # after tracing, which would look inside a subclass
         frozen = FrozenBN(getattr(model, name).num_features)
         frozen.load_state_dict(getattr(model, name).state_dict())
@@ -74,6 +82,29 @@ def main() -> None:
         if distributed.is_main():
             mods.save(out)
     distributed.shutdown(wait=True)
+
+
+def train_bn(model, out: Path, unfused: bool) -> None:
+    from mwt import fusion
+
+    calls = [0]
+    forward = fusion.GatedBatchNorm.forward
+
+    def counted(self, x, mask):
+        calls[0] += 1
+        return forward(self, x, mask)
+
+    fusion.GatedBatchNorm.forward = counted
+    if unfused:
+        fusion.fusable = lambda bn: False  # training_view keeps BatchNorm, then the mask
+    x, y = data()
+    x = x * 3.0 + 2.0  # batch statistics far from the initial running ones
+    mwt.train(model, (x, y), epochs=2, batch_size=128, lr=0.1, alpha=0.5, beta=1.5,
+              augment=False, device="cpu", progress=False, verbose=False)
+    if distributed.is_main():
+        state = {k: v.contiguous().float() for k, v in model.state_dict().items()}
+        state["fused_calls"] = torch.tensor([float(calls[0])])
+        save_file(state, str(out / "params.safetensors"))
 
 
 if __name__ == "__main__":

@@ -221,3 +221,21 @@ def test_train_passes_compile_and_the_distributed_switches(tmp_path, monkeypatch
     assert code == 2
     assert seen["compile"] is True
     assert seen["spec"].train.local_losses is True and seen["spec"].train.sync_bn is False
+
+
+@pytest.mark.parametrize("device", ["meta", "mps", "xla", "hpu"])
+@pytest.mark.parametrize("command", ["train", "modularize", "reuse", "demo", "baseline",
+                                     "experiment"])
+def test_a_device_this_torch_cannot_run_is_one_line_before_any_work(capsys, small_run,
+                                                                     tmp_path, device, command):
+    new = tmp_path / "new"
+    argv = {"train": ["train", "--epochs", "1", "--out", str(new)],
+            "modularize": ["modularize", str(small_run)],
+            "reuse": ["reuse", str(small_run), "--classes", "0", "1", "--out", str(new)],
+            "demo": ["demo", "--out", str(new)],
+            "baseline": ["baseline", "cnnsplitter", str(small_run), "--out", str(new)],
+            "experiment": ["experiment", "rq1", "--preset", "micro", "--out", str(new)]}[command]
+    before = sorted(p.name for p in small_run.iterdir())
+    _one_line_error(capsys, argv + ["--device", device], "cannot run mwt here")
+    assert not new.exists()
+    assert sorted(p.name for p in small_run.iterdir()) == before

@@ -433,3 +433,33 @@ def test_cli_refuses_a_modular_run(runs, capsys, tmp_path):
     assert "modular (MwT) model" in err and "--standard" in err
     code = main(["baseline", "cnnsplitter", str(tmp_path / "missing"), "--out", "x"])
     assert code == 2 and "is not a directory" in capsys.readouterr().err
+
+
+def test_parent_counts_follow_a_population_set_alone():
+    from mwt.baselines.cnnsplitter import default_config, derived_from_population
+
+    assert derived_from_population(population=6) == {"parents": 3, "keep_parents": 1}
+    assert derived_from_population(population=100) == {"parents": 50, "keep_parents": 20}
+    assert derived_from_population(population=1) == {"parents": 1, "keep_parents": 1}
+    # a count the user set is kept, and the other follows within it
+    assert derived_from_population(population=10, parents=2) == {"keep_parents": 2}
+    assert derived_from_population(population=10, keep_parents=4) == {"parents": 5}
+    assert derived_from_population(parents=4) == {}
+    assert derived_from_population(population=10, parents=4, keep_parents=2) == {}
+    config = default_config(population=6)
+    assert (config.population, config.parents, config.keep_parents) == (6, 3, 1)
+    with pytest.raises(mwt.MwtError, match="keep-parents <= parents <= population"):
+        default_config(population=6, parents=8)
+
+
+def test_cli_population_alone_runs_and_says_what_it_used(runs, capsys, tmp_path):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mwt.runs, "load_dataset", _small_dataset)
+        code = main(["baseline", "cnnsplitter", str(runs / "standard"), "--out",
+                     str(tmp_path / "x"), "--population", "6", "--generations", "0",
+                     "--no-progress", "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "population 6: using --parents 3, --keep-parents 1" in out
+    saved = json.loads((tmp_path / "x" / "cnnsplitter.json").read_text())["results"]["config"]
+    assert (saved["population"], saved["parents"], saved["keep_parents"]) == (6, 3, 1)

@@ -69,6 +69,29 @@ def test_local_losses_give_another_step(step_results):
     assert max(float((one[k] - local[k]).abs().max()) for k in gates) > 5e-5
 
 
+def test_two_ranks_train_the_fused_batchnorm_as_plain_batchnorm(tmp_path):
+    # BatchNorm in train mode: each rank normalises with its own shard's statistics and DDP
+    # broadcasts rank 0's running statistics; the fused op must do exactly what BatchNorm then
+    # the mask does there (the equivalence test above freezes BatchNorm, so it runs unfused).
+    fused, unfused = tmp_path / "fused", tmp_path / "unfused"
+    fused.mkdir()
+    unfused.mkdir()
+    _ok(torchrun(WORKER, fused, "train-bn"))
+    _ok(torchrun(WORKER, unfused, "train-bn", "--unfused"))
+    a = load_file(str(fused / "params.safetensors"))
+    b = load_file(str(unfused / "params.safetensors"))
+    # 3 BatchNorms, 2 of them gated, 2 steps of one batch, plus the epochs' test passes: rank 0
+    # ran the fused op in training and nothing unfused did
+    assert a.pop("fused_calls").item() >= 4 and b.pop("fused_calls").item() == 0
+    assert a.keys() == b.keys() and any("running_var" in k for k in a)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+    from ddp_worker import TinyCNN
+
+    start = mwt.make_modular(TinyCNN())
+    assert not torch.allclose(a["b2.running_var"], start.b2.running_var)  # they trained
+
+
 def test_modularize_over_two_ranks_gives_the_module_set_of_one(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir()

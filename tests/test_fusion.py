@@ -131,6 +131,27 @@ def test_batch_statistics_from_sums_match_var_mean():
     torch.testing.assert_close(var, ref_var, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("offset", [100.0, 1000.0])
+def test_shifted_inputs_match_batchnorm(offset):
+    # mean = offset x spread: E[x^2] - E[x]^2 in float32 drifted 1e-3 (offset 100) and 9e-2
+    # (offset 1000) from nn.BatchNorm2d; per channel, some channels centred, some shifted.
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(32, 6, 8, 8, generator=g)
+    x[:, ::2] += offset
+    bn = nn.BatchNorm2d(6).train()
+    ref = copy.deepcopy(bn)
+    mask = torch.rand(32, 6, generator=g)
+    out = GatedBatchNorm(bn)(x, mask)
+    want = apply_mask(ref(x), mask)
+    # x itself is only known to float32's ulp at the offset (6e-5 at 1000), in both
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=2e-7 * offset)
+    torch.testing.assert_close(bn.running_var, ref.running_var, rtol=1e-5, atol=1e-6)
+    mean, var = _batch_stats(x)
+    ref_var, ref_mean = torch.var_mean(x.double(), dim=(0, 2, 3), correction=0)
+    torch.testing.assert_close(var.double(), ref_var, rtol=1e-5, atol=0)
+    torch.testing.assert_close(mean.double(), ref_mean, rtol=1e-7, atol=1e-6)
+
+
 def test_compiled_and_eager_training_give_the_same_losses():
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(96, 1, 12, 12, generator=g), torch.arange(96) % 3

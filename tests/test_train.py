@@ -90,7 +90,7 @@ def test_label_out_of_range():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_a_gpu_is_a_clear_error():
-    from mwt.train import resolve_device
+    from mwt.devices import resolve_device
 
     with pytest.raises(mwt.MwtError, match="no CUDA GPU"):
         resolve_device("cuda")

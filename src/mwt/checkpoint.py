@@ -103,8 +103,21 @@ def _model_spec(config: dict, where) -> ModelSpec:
                               f"be built ({exc})") from exc
 
 
-def _load_state(model: nn.Module, tensors: dict[str, torch.Tensor], where) -> None:
+def _load_state(model: nn.Module, tensors: dict[str, torch.Tensor], where,
+                described_by: str | None = None) -> None:
+    """Load a checkpoint's weights into ``model``, checked first: a tensor of another shape than
+    the model's (a header or ``config.json`` that describes another width or class count than the
+    weights hold) is one sentence naming ``described_by``, the description the model was built
+    from, never a ``load_state_dict`` traceback."""
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    own = model.state_dict()
+    for name, tensor in state.items():
+        if name in own and own[name].shape != tensor.shape:
+            source = described_by or "the model given"
+            raise CheckpointError(
+                f"{source} does not describe the weights in {Path(where) / WEIGHTS}: "
+                f"{name} is {list(tensor.shape)} there but {list(own[name].shape)} in the "
+                f"described model (was a file edited, or copied from another run?)")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(
@@ -112,10 +125,12 @@ def _load_state(model: nn.Module, tensors: dict[str, torch.Tensor], where) -> No
             f"e.g. {missing[:2]}; unexpected {len(unexpected)}, e.g. {unexpected[:2]})")
 
 
-def load_checkpoint_into(run_dir, model: nn.Module, optimizer, device) -> tuple[int, list[dict]]:
-    """Restore weights and optimizer momentum in place; returns (epochs done, history)."""
+def load_checkpoint_into(run_dir, model: nn.Module, optimizer, device,
+                         described_by: str | None = None) -> tuple[int, list[dict]]:
+    """Restore weights and optimizer momentum in place; returns (epochs done, history).
+    ``described_by``: what ``model`` was built from (e.g. the run's config.json), for errors."""
     tensors, info = read_checkpoint(run_dir)
-    _load_state(model, tensors, run_dir)
+    _load_state(model, tensors, run_dir, described_by)
     params = dict(model.named_parameters())
     for name, p in params.items():
         buf = tensors.get(f"momentum.{name}")
@@ -138,9 +153,32 @@ def load_run(run_dir, device: str | torch.device = "cpu") -> tuple[nn.Module, di
     model = spec.build()
     if config.get("modular"):
         model = make_modular(model)
-    _load_state(model, tensors, run_dir)
+    # The tensors are the truth: first the header that built the model, then its mirror.
+    _load_state(model, tensors, run_dir, f"the header of {Path(run_dir) / WEIGHTS}")
+    _check_mirror(run_dir, config)
     model.to(device).eval()
     return model, {**config, "epoch": info["epoch"], "history": info["history"]}
+
+
+def _check_mirror(run_dir, config: dict) -> None:
+    """``config.json`` mirrors the checkpoint header's config; one describing another model
+    (an edited width, say) would make other commands (``--resume``) build the wrong model."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return
+    try:
+        mirror = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return  # read and reported by the commands that use it
+    if (isinstance(mirror, dict) and isinstance(mirror.get("model"), dict)
+            and isinstance(config.get("model"), dict) and mirror["model"] != config["model"]):
+        changed = sorted(k for k in set(mirror["model"]) | set(config["model"])
+                         if mirror["model"].get(k) != config["model"].get(k))
+        key = changed[0]
+        raise CheckpointError(
+            f"{path} describes another model than the run's checkpoint ({key} "
+            f"{mirror['model'].get(key)!r}, checkpoint {config['model'].get(key)!r}); "
+            "it was edited or copied from another run")
 
 
 def load_weights(model: nn.Module, run_dir) -> nn.Module:

@@ -243,9 +243,19 @@ BASELINE_OPTIONS = ("generations", "population", "parents", "keep_parents", "mut
 def cmd_baseline(args) -> int:
     from dataclasses import replace
 
-    from mwt.baselines import cnnsplitter_run, default_config
+    from mwt.baselines.cnnsplitter import (
+        cnnsplitter_run,
+        default_config,
+        derived_from_population,
+    )
 
-    config = default_config(**{k: getattr(args, k) for k in BASELINE_OPTIONS})
+    given = {k: getattr(args, k) for k in BASELINE_OPTIONS}
+    config = default_config(**given)
+    derived = derived_from_population(**given)
+    if derived:
+        used = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in derived.items())
+        print(f"population {config.population}: using {used} (the published 50 parents and 20 "
+              "kept of 100 candidates)")
     if args.no_early_stop:
         config = replace(config, patience=None)
     try:
@@ -300,6 +310,8 @@ def _add_experiment(sub) -> None:
                    "present)")
     p.add_argument("--data-dir", default=None,
                    help="where the dataset's files are (default: $MWT_DATA, system locations)")
+    p.add_argument("--force", action="store_true", help="write into an --out that holds files "
+                   "no `mwt experiment` wrote (tables and figures replace files of their names)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_experiment)
 
@@ -308,6 +320,8 @@ def _add_experiment(sub) -> None:
                        "found under DIR into DIR/report.md, with the commands, versions and "
                        "machine that made them.")
     p.add_argument("dir", help="folder holding the experiments' --out directories")
+    p.add_argument("--force", action="store_true",
+                   help="replace a DIR/report.md that `mwt report` did not write")
     p.set_defaults(func=cmd_report)
 
 
@@ -317,7 +331,7 @@ def cmd_experiment(args) -> int:
     try:
         run_experiment(args.rq, args.preset, args.out, models=args.models, epochs=args.epochs,
                        seeds=args.seeds, device=args.device, data_dir=args.data_dir,
-                       runs=args.runs, progress=not args.no_progress)
+                       runs=args.runs, progress=not args.no_progress, force=args.force)
     except KeyboardInterrupt:
         print(f"mwt: interrupted; run the same command again to continue {args.out} (finished "
               "runs and results are kept)", file=sys.stderr)
@@ -328,7 +342,7 @@ def cmd_experiment(args) -> int:
 def cmd_report(args) -> int:
     from mwt.experiments import build_report
 
-    path = build_report(args.dir)
+    path = build_report(args.dir, force=args.force)
     print(f"report written to {path}")
     return 0
 

@@ -13,13 +13,14 @@ from mwt.checkpoint import load_run
 from mwt.checks import is_int
 from mwt.config import DEMO, RunSpec
 from mwt.data import load_dataset
+from mwt.devices import resolve_device
 from mwt.errors import MwtError
 from mwt.extract import extract_module
 from mwt.io import lock_directory, make_dir
 from mwt.modularize import check_tau, class_ids, modularize
 from mwt.reuse import reuse, select_classes, subtask_accuracy
 from mwt.runs import run_dataset, train_run
-from mwt.train import check_run_dir, is_run_dir, resolve_device
+from mwt.train import check_run_dir, is_run_dir
 
 
 def run_demo(out=DEMO.out, *, model: str = DEMO.model, width: float = DEMO.width,

@@ -17,6 +17,7 @@ import os
 import torch
 import torch.distributed as dist
 
+from mwt.devices import resolve_device
 from mwt.errors import MwtError
 
 
@@ -45,12 +46,15 @@ def init_from_env(device=None) -> torch.device | None:
     """Join the process group that torchrun describes in the environment (once), and return the
     device this rank trains on: ``cuda:LOCAL_RANK`` when CUDA is asked for or present, else the
     CPU. Without a launcher, returns ``device`` untouched."""
+    if device is not None:
+        device = resolve_device(device)  # a device this torch cannot run is refused here too
     if not launched_by_torchrun():
         return device
     if not dist.is_available():
         raise MwtError("this PyTorch build has no torch.distributed; run a single process")
-    wants_cuda = (torch.device(device).type == "cuda" if device is not None
-                  else torch.cuda.is_available())
+    wants_cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
+    if device is not None and device.type not in ("cpu", "cuda"):
+        raise MwtError(f"under torchrun mwt runs on cuda (nccl) or the cpu (gloo), not {device}")
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if wants_cuda:
         if not torch.cuda.is_available() or local >= torch.cuda.device_count():

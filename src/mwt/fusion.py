@@ -68,20 +68,50 @@ def fusable(bn: nn.Module) -> bool:
     return type(bn) is nn.BatchNorm2d and bn.affine
 
 
+# Above this E[x^2] / var in any channel (|mean| > sqrt(3) std), the one-pass variance loses
+# more than ~1e-5 of its value to float32 cancellation, and it is computed again, shifted.
+_ONE_PASS_CONDITION = 4.0
+
+
 @torch.no_grad()  # their dependence on x is in the fused op's own backward
 def _batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and biased variance of [B, C, H, W] ``x`` from sums and sums of squares
-    per (sample, channel), added over samples in float64: several times faster on the CPU than
-    ``torch.var_mean`` over (0, 2, 3), and accurate for BatchNorm inputs."""
+    """Per-channel mean and biased variance of [B, C, H, W] ``x``.
+
+    One pass first: sums and sums of squares per (sample, channel), added over samples in
+    float64; several times faster on the CPU than ``torch.var_mean`` over (0, 2, 3). Its
+    E[x^2] - E[x]^2 cancels in float32 where a channel's mean is large against its spread
+    (drifting 1e-3 from ``nn.BatchNorm2d`` at mean = 100 std), so when any channel's
+    E[x^2] / var passes ``_ONE_PASS_CONDITION`` the variance is computed again from
+    ``x - mean``, whose mean is about 0: a second pass over ``x``, paid only for such inputs.
+    That test reads a value on the host, free on the CPU but a sync per layer on an
+    accelerator, where ``torch.var_mean`` (Welford, stable) is fast and is used instead.
+    """
+    if x.device.type != "cpu":
+        var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+        return mean, var
+    c = x.shape[1]
+    n = x.numel() // c
+    mean, squares = _sums(x)
+    mean = mean / n
+    squares = squares / n
+    var = (squares - mean * mean).clamp_min_(0)
+    if bool((squares > _ONE_PASS_CONDITION * var).any()):
+        shift = mean.to(x.dtype)
+        centred_mean, centred_squares = _sums(x - shift[None, :, None, None])
+        centred_mean = centred_mean / n
+        var = (centred_squares / n - centred_mean * centred_mean).clamp_min_(0)
+        mean = centred_mean + shift.double()
+    return mean.to(x.dtype), var.to(x.dtype)
+
+
+def _sums(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel sums of x and x^2 in float64, from float32 per-(sample, channel) sums."""
     b, c = x.shape[:2]
     flat = x.reshape(b * c, 1, -1)
     sums = x.sum(dim=(2, 3)).sum(0, dtype=torch.float64)  # (a dtype= on the first sum would
     # copy all of x to float64 first)
     squares = torch.bmm(flat, flat.transpose(1, 2)).view(b, c).sum(0, dtype=torch.float64)
-    n = x.numel() // c
-    mean = sums / n
-    var = (squares / n - mean * mean).clamp_min_(0)
-    return mean.to(x.dtype), var.to(x.dtype)
+    return sums, squares
 
 
 class GatedBatchNorm(nn.Module):

@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from mwt.checks import is_int, is_real
 from mwt.data import as_tensors
+from mwt.devices import resolve_device
 from mwt.errors import MwtError, MwtWarning
 from mwt.extract import extract_module, kernel_share
 from mwt.gates import count_gated_kernels
@@ -27,7 +28,7 @@ from mwt.inference import batches, evaluating
 from mwt.macs import count_macs
 from mwt.model_info import mwt_info, update_mwt_info
 from mwt.modularize import ModuleSet
-from mwt.train import resolve_augmentation, resolve_device, steps_per_epoch, train
+from mwt.train import resolve_augmentation, steps_per_epoch, train
 
 MIN_FINETUNE_STEPS = 100
 CHANCE_MARGIN = 0.05

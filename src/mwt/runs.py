@@ -15,6 +15,7 @@ from mwt import distributed as dist
 from mwt.checkpoint import WEIGHTS, load_run
 from mwt.config import RunSpec, make_config
 from mwt.data import ImageData, load_dataset
+from mwt.devices import resolve_device
 from mwt.errors import CheckpointError, MwtError
 from mwt.gates import make_modular
 from mwt.io import lock_directory, remove_stale_temps
@@ -28,7 +29,7 @@ from mwt.reuse import (
     select_classes,
     subtask_accuracy,
 )
-from mwt.train import check_run_dir, is_run_dir, resolve_device, train
+from mwt.train import check_run_dir, is_run_dir, train
 
 
 def train_run(out, spec: RunSpec | None = None, *, resume: bool = False, device=None,

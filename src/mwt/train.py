@@ -24,6 +24,7 @@ from mwt.checkpoint import WEIGHTS, load_checkpoint_into, save_checkpoint
 from mwt.config import TrainConfig, make_config
 from mwt.data import as_tensors
 from mwt.data.augment import Augmentation, augment, default_crop_padding
+from mwt.devices import resolve_device
 from mwt.errors import MwtError, MwtWarning
 from mwt.fusion import training_view
 from mwt.gates import is_modular, kernel_rate
@@ -86,23 +87,6 @@ class TrainResult:
     @property
     def final(self) -> dict:
         return self.history[-1] if self.history else {}
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def resolve_device(device=None) -> torch.device:
-    """The device to run on: as asked, else CUDA when present, else the CPU."""
-    if device is None:
-        return default_device()
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise MwtError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MwtError("device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    return device
 
 
 def lr_at(config: TrainConfig, epoch: int) -> float:
@@ -480,11 +464,14 @@ def _prepare_run_dir(out: Path, run_config: dict, resume: bool, model, optimizer
     config_path = out / "config.json"
     if resume:
         _check_same_run(read_json(config_path), run_config, out)
-        write_json(config_path, run_config)  # the number of epochs may have been extended
         if (out / WEIGHTS).exists():  # the safetensors file is the source of truth
-            return load_checkpoint_into(out, model, optimizer, device)
-        write_json_lines(out / "metrics.jsonl", [])  # died in its first epoch: start again
-        return 0, []
+            done = load_checkpoint_into(out, model, optimizer, device, described_by=config_path)
+            write_json_lines(out / "metrics.jsonl", done[1])  # its mirror, repaired if damaged
+        else:  # died in its first epoch: start again
+            done = 0, []
+            write_json_lines(out / "metrics.jsonl", [])
+        write_json(config_path, run_config)  # the number of epochs may have been extended
+        return done
     write_json(config_path, run_config)
     write_json_lines(out / "metrics.jsonl", [])
     return 0, []

@@ -19,6 +19,7 @@ by (seed, g), so a search resumed from its state ends exactly as an uninterrupte
 """
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -40,6 +41,7 @@ from mwt.baselines.probe import (
 from mwt.checkpoint import WEIGHTS, load_run
 from mwt.checks import is_int, is_real
 from mwt.data import as_tensors
+from mwt.devices import resolve_device
 from mwt.errors import CheckpointError, MwtError
 from mwt.extract import extract_module
 from mwt.io import (
@@ -60,7 +62,7 @@ from mwt.metrics import jaccard_cohesion, jaccard_coupling, kernel_retention_rat
 from mwt.model_info import model_config
 from mwt.modularize import ModuleSet, collect_kernel_sets, method_set_stem
 from mwt.runs import _check_run, run_dataset
-from mwt.train import epoch_seed, evaluate, resolve_device
+from mwt.train import epoch_seed, evaluate
 
 FORMAT = "mwt-cnnsplitter/1"
 STATE_FORMAT = "mwt-cnnsplitter-state/1"
@@ -636,11 +638,34 @@ def cnnsplitter_run(run_dir, out, config: CNNSplitterConfig | None = None, *, da
     return result
 
 
+def derived_from_population(**overrides) -> dict:
+    """The parent counts a user left unset when they set the population: the published ratios
+    (50 parents and 20 kept of 100 candidates), at least 1 each, kept parents at most the
+    parents. Empty when the population is not set or both counts are."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    population = given.get("population")
+    if not is_int(population) or population < 1:
+        return {}  # nothing to derive from; validate() names a bad population
+    published = CNNSplitterConfig()
+    derived = {}
+    if "parents" not in given:
+        derived["parents"] = max(1, math.floor(population * published.parents
+                                               / published.population + 0.5))
+    parents = given.get("parents", derived.get("parents"))
+    if "keep_parents" not in given:
+        keep = max(1, math.floor(population * published.keep_parents / published.population
+                                 + 0.5))
+        derived["keep_parents"] = min(keep, parents) if is_int(parents) else keep
+    return derived
+
+
 def default_config(**overrides) -> CNNSplitterConfig:
-    """The published settings with ``overrides`` (None values are ignored), checked."""
-    return replace(CNNSplitterConfig(), **{k: v for k, v in overrides.items()
-                                           if v is not None}).validate()
+    """The published settings with ``overrides`` (None values are ignored), checked. Parent
+    counts the overrides leave unset follow a given population (:func:`derived_from_population`)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return replace(CNNSplitterConfig(), **given,
+                   **derived_from_population(**given)).validate()
 
 
 __all__ = ["CNNSplitterConfig", "CNNSplitterResult", "SearchState", "cnnsplitter_search",
-           "cnnsplitter_run", "default_config", "search_split"]
+           "cnnsplitter_run", "default_config", "derived_from_population", "search_split"]

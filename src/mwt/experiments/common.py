@@ -20,10 +20,20 @@ from mwt.errors import MwtError
 from mwt.experiments.presets import RQS, Preset, get_preset
 from mwt.experiments.steps import Workspace
 from mwt.experiments.tables import Table
-from mwt.io import atomic_write_bytes, check_creatable, remove_stale_temps, write_json
+from mwt.io import (
+    LOCK_FILE,
+    TEMP_PREFIX,
+    atomic_write_bytes,
+    check_creatable,
+    remove_stale_temps,
+    write_json,
+)
 
 FORMAT = "mwt-experiment/1"
 RECORD = "experiment.json"
+# Written into --out when an experiment starts, so that a killed one's folder (runs, results,
+# figures, but no experiment.json yet) is known as ours when it is continued.
+MARKER = ".mwt-experiment.json"
 TITLES = {
     "rq1": "RQ1: effectiveness of training and modularizing (Table 2, Figure 5, Table 3)",
     "rq2": "RQ2: efficiency of training and modularizing (Table 4)",
@@ -39,10 +49,23 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
 
 
-def check_options(rq: str, preset: str, out, models, epochs, seeds, device, runs=None):
-    """Every option, checked before any work; returns (preset, models, device)."""
+def foreign_entries(out) -> list[str]:
+    """What ``out`` holds that no ``mwt experiment`` wrote: everything, unless it carries an
+    experiment's marker or record (lock and temporary files aside)."""
+    out = Path(out)
+    if not out.is_dir() or (out / MARKER).is_file() or (out / RECORD).is_file():
+        return []
+    return sorted(p.name for p in out.iterdir()
+                  if p.name != LOCK_FILE and not p.name.startswith(TEMP_PREFIX))
+
+
+def check_options(rq: str, preset: str, out, models, epochs, seeds, device, runs=None,
+                  force: bool = False):
+    """Every option, checked before any work; returns (preset, models, device). An ``out``
+    holding files no experiment wrote is refused unless ``force``: its tables, figures and
+    pages would replace files of the same names."""
+    from mwt.devices import resolve_device
     from mwt.models import list_models
-    from mwt.train import resolve_device
 
     if rq not in RQS:
         raise MwtError(f"unknown experiment {rq!r}; choose one of {', '.join(RQS)}")
@@ -56,6 +79,10 @@ def check_options(rq: str, preset: str, out, models, epochs, seeds, device, runs
         if path.exists() and not path.is_dir():
             raise MwtError(f"{what} {path} is a file, not a directory")
         check_creatable(path)
+    foreign = [] if force else foreign_entries(out)
+    if foreign:
+        raise MwtError(f"--out {out} holds files no `mwt experiment` wrote (e.g. {foreign[0]}); "
+                       "choose a new or empty folder, or pass --force to write beside them")
     if models is not None:
         models = list(models)
         if not models:
@@ -91,14 +118,15 @@ def _check_data(preset, data_dir) -> None:
 def run_experiment(rq: str, preset: "str | Preset" = "micro", out="reports/rq1", *, models=None,
                    epochs: int | None = None, seeds=None, device=None, data_dir=None,
                    runs=None, progress: bool = True, command: str | None = None,
-                   stream=None) -> Outcome:
+                   stream=None, force: bool = False) -> Outcome:
     """Run one RQ of the paper's section 4 into ``out`` (see ``mwt experiment --help``).
 
     ``preset``: a name (micro, cpu, paper) or a ``Preset``. Finished runs, module sets,
     searches and reuse results found in ``out`` (or ``runs``, default ``out/runs``) are used as
-    they are; a killed experiment continues where it stopped.
+    they are; a killed experiment continues where it stopped. ``force``: write into an ``out``
+    that holds files no experiment wrote.
     """
-    chosen, models = check_options(rq, preset, out, models, epochs, seeds, device, runs)
+    chosen, models = check_options(rq, preset, out, models, epochs, seeds, device, runs, force)
     _check_data(chosen, data_dir)
     from mwt.experiments import rq1, rq2, rq3, rq4
 
@@ -110,6 +138,8 @@ def run_experiment(rq: str, preset: "str | Preset" = "micro", out="reports/rq1",
     started = _now()
     with ws.lock(f"mwt experiment {rq}"):
         remove_stale_temps(out)
+        if not (out / MARKER).is_file():
+            write_json(out / MARKER, {"format": FORMAT, "written_by": "mwt experiment"})
         ws.log(f"{rq} with preset {chosen.name} into {out} (runs in {ws.runs})")
         outcome = runner(ws, models)
         files = []

@@ -14,6 +14,19 @@ from mwt.io import atomic_write_bytes, read_json
 
 REPORT = "report.md"
 TUNING = "tuning.md"  # written by mwt.experiments.tune
+TITLE = "# torch-mwt: the paper's evaluation (section 4), regenerated"
+MARK = "<!-- written by `mwt report`; it replaces this file when run again -->"
+
+
+def written_by_us(path: Path) -> bool:
+    """Whether ``path`` is a report ``mwt report`` wrote (its mark, or its title: reports from
+    before the mark)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            first = [f.readline().rstrip("\n") for _ in range(2)]
+    except OSError:
+        return False
+    return MARK in first or first[0] == TITLE
 
 
 def find_experiments(directory) -> list[tuple[Path, dict]]:
@@ -26,20 +39,28 @@ def find_experiments(directory) -> list[tuple[Path, dict]]:
     return sorted(found, key=lambda item: (item[1].get("rq", ""), str(item[0])))
 
 
-def build_report(directory) -> Path:
-    """Write ``directory/report.md`` from the experiments found under it; returns its path."""
+def build_report(directory, force: bool = False) -> Path:
+    """Write ``directory/report.md`` from the experiments found under it; returns its path. A
+    ``report.md`` there that ``mwt report`` did not write is replaced only with ``force``."""
     if directory is None or str(directory).strip() == "":
         raise MwtError("the report directory must not be empty")
     directory = Path(directory)
     if not directory.is_dir():
         raise MwtError(f"{directory} is not a directory; give the folder that holds the "
                        "experiments' output directories (e.g. reports/)")
+    path = directory / REPORT
+    if (path.exists() or path.is_symlink()) and not path.is_file():
+        raise MwtError(f"{path} exists and is not a regular file; mwt only replaces regular "
+                       "files")
+    if path.exists() and not force and not written_by_us(path):
+        raise MwtError(f"{path} was not written by `mwt report`; pass --force to replace it, "
+                       "or move it")
     found = find_experiments(directory)
     if not found:
         raise MwtError(f"{directory} holds no experiment results ({RECORD}); run e.g. `mwt "
                        f"experiment rq1 --preset cpu --out {directory / 'rq1'}` first")
     env = environment()
-    lines = ["# torch-mwt: the paper's evaluation (section 4), regenerated", "",
+    lines = [MARK, TITLE, "",
              f"Report built {_now()} by `mwt report {directory}` (torch {env['torch']}, "
              f"torch-mwt {env['torch_mwt']}"
              f"{', commit ' + env['git_commit'] if env.get('git_commit') else ''}). Every "
@@ -62,7 +83,6 @@ def build_report(directory) -> Path:
         rel = folder.relative_to(directory).as_posix()
         prefix = "" if rel == "." else rel + "/"
         lines.append(rq_page(record, folder, level=2, prefix=prefix))
-    path = directory / REPORT
     atomic_write_bytes(path, "\n".join(lines).encode())
     return path
 

@@ -60,8 +60,8 @@ class _Loaded:
 
 def _load(ws, std, mod) -> _Loaded:
     from mwt.checkpoint import load_run
+    from mwt.devices import resolve_device
     from mwt.runs import run_dataset
-    from mwt.train import resolve_device
 
     device = resolve_device(ws.device)
     model, config = load_run(mod, device)

@@ -212,13 +212,35 @@ def _check_same_spec(path: Path, spec: RunSpec) -> None:
 
 
 def history(run: Path) -> list[dict]:
-    """The per-epoch records of a run (``metrics.jsonl``)."""
+    """The per-epoch records of a run (``metrics.jsonl``). A last line cut short, as a write
+    killed by something other than mwt could leave it, is ignored and said so on stderr; any
+    other damage is an error naming the file (``mwt train --resume`` rewrites it from the
+    checkpoint)."""
     import json
 
     path = Path(run) / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MwtError(f"cannot read {path} ({exc.__class__.__name__})") from exc
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    records = []
+    for i, (n, line) in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+            continue
+        if i == len(lines) - 1 and not text.endswith("\n"):
+            print(f"note: ignored the incomplete last line ({n}) of {path}", file=sys.stderr)
+            break
+        raise MwtError(f"{path} is damaged at line {n} (not a JSON record); restore it, or "
+                       f"rewrite it from the checkpoint with `mwt train --resume --out {run}`")
+    return records
 
 
 def mean_std(values) -> tuple[float | None, float | None]:
