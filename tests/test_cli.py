@@ -236,6 +236,13 @@ def test_a_device_this_torch_cannot_run_is_one_line_before_any_work(capsys, smal
             "baseline": ["baseline", "cnnsplitter", str(small_run), "--out", str(new)],
             "experiment": ["experiment", "rq1", "--preset", "micro", "--out", str(new)]}[command]
     before = sorted(p.name for p in small_run.iterdir())
-    _one_line_error(capsys, argv + ["--device", device], "cannot run mwt here")
+    from mwt.data import registry
+
+    datasets = dict(registry.DATASETS)  # the micro preset registers its dataset when used
+    try:
+        _one_line_error(capsys, argv + ["--device", device], "cannot run mwt here")
+    finally:
+        registry.DATASETS.clear()
+        registry.DATASETS.update(datasets)
     assert not new.exists()
     assert sorted(p.name for p in small_run.iterdir()) == before

@@ -167,7 +167,8 @@ def cmd_demo(args) -> int:
 
     given = {k: getattr(args, k) for k in ("model", "width", "epochs", "batch_size", "classes",
                                            "finetune_epochs") if getattr(args, k) is not None}
-    run_demo(args.out, device=args.device, progress=not args.no_progress, **given)
+    run_demo(args.out, device=args.device, progress=not args.no_progress, quick=args.quick,
+             **given)
     return 0
 
 
@@ -406,14 +407,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole pipeline on the embedded data, in minutes",
                        description="Train a standard and a modular model on the embedded "
                        "Fashion-MNIST subset, modularize, reuse a 2-class module, print a table.")
-    p.add_argument("--out", default=DEMO.out, help=f"where the demo's runs go ({DEMO.out})")
+    p.add_argument("--quick", action="store_true",
+                   help=f"the modular model only, {DEMO.quick_epochs} epochs: about two minutes "
+                   "on a 2-core CPU")
+    p.add_argument("--out", default=None, help=f"where the demo's runs go ({DEMO.out}; "
+                   f"{DEMO.quick_out} with --quick)")
     p.add_argument("--model", help=f"default {DEMO.model}")
     p.add_argument("--width", type=float, help=f"default {DEMO.width}")
-    p.add_argument("--epochs", type=int, help=f"default {DEMO.epochs}")
+    p.add_argument("--epochs", type=int,
+                   help=f"default {DEMO.epochs} ({DEMO.quick_epochs} with --quick)")
     p.add_argument("--batch-size", type=int, help=f"default {DEMO.batch_size}")
     p.add_argument("--classes", nargs=2, help="two class ids or names (default "
                    f"{' '.join(map(str, DEMO.classes))})")
-    p.add_argument("--finetune-epochs", type=int, help=f"default {DEMO.finetune_epochs}")
+    p.add_argument("--finetune-epochs", type=int, help=f"default {DEMO.finetune_epochs} "
+                   f"({DEMO.quick_finetune_epochs} with --quick)")
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
