@@ -46,6 +46,9 @@ class TrainConfig:
 
     epochs: int = 200
     lr: float = 0.05
+    # The cosine schedule's T_max is cosine_span x epochs: 1.0 anneals the rate to zero over the
+    # run (the paper's training); 2.0 only to half of it (the reference code's fine-tuning).
+    cosine_span: float = 1.0
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 0.0
@@ -71,6 +74,9 @@ class TrainConfig:
             raise MwtError(f"epochs must be an integer from 1 to 100000, got {self.epochs!r}")
         if not is_real(self.lr) or not self.lr > 0:
             raise MwtError(f"lr must be a positive finite number, got {self.lr!r}")
+        if not is_real(self.cosine_span) or not 1.0 <= self.cosine_span <= 1000:
+            raise MwtError(f"cosine span must be a number from 1 to 1000 (T_max = span x "
+                           f"epochs), got {self.cosine_span!r}")
         if not is_real(self.momentum) or not 0 <= self.momentum < 1:
             raise MwtError(f"momentum must lie in [0, 1), got {self.momentum!r}")
         if not isinstance(self.nesterov, bool):

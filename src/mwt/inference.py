@@ -37,6 +37,42 @@ def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int,
         yield xb, yb
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(module: nn.Module, images: torch.Tensor, batch_size: int = 256,
+                          max_images: int = 10_000) -> nn.Module:
+    """Recompute every BatchNorm's running statistics of ``module`` in place from ``images``
+    (at most ``max_images``, in order; no labels, no gradients), as a cumulative average.
+
+    An extracted module keeps the BatchNorm statistics of the modular model, measured with every
+    kernel's gate at its per-sample value. With the gates removed, or folded into constants
+    (their class means), each layer's output changes scale, the next BatchNorm normalises with
+    statistics that no longer fit, and through a deep stack the mismatch compounds until the
+    output no longer depends on the input (folded vgg16 modules scored exactly 1/M before
+    fine-tuning). Statistics measured on the module itself remove that mismatch. Only the
+    BatchNorms run in training mode (dropout and the rest stay in eval mode).
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             and m.track_running_stats]
+    if not norms:
+        return module
+    device = next(module.parameters()).device
+    was_training = module.training
+    module.eval()
+    saved = [(m, m.momentum) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+        m.train()
+    try:
+        for start in range(0, min(len(images), max_images), batch_size):
+            module(images[start:min(start + batch_size, max_images)].to(device))
+    finally:
+        for m, momentum in saved:
+            m.momentum = momentum
+        module.train(was_training)
+    return module
+
+
 def fold_batchnorm(module: nn.Module) -> nn.Module:
     """An inference copy of an extracted (or reused) module with every BatchNorm folded into the
     convolution before it, so a module's speed follows its MACs (BN is memory-bound and shrinks

@@ -24,7 +24,7 @@ from mwt.devices import resolve_device
 from mwt.errors import MwtError, MwtWarning
 from mwt.extract import extract_module, kernel_share
 from mwt.gates import count_gated_kernels
-from mwt.inference import batches, evaluating
+from mwt.inference import batches, evaluating, recalibrate_batchnorm
 from mwt.macs import count_macs
 from mwt.model_info import mwt_info, update_mwt_info
 from mwt.modularize import ModuleSet
@@ -58,8 +58,12 @@ class ReusedModule(nn.Module):
         return self.head(self.module(x))
 
 
-def check_finetune_options(epochs, lr, batch_size: int = 128, round_kernels=None) -> None:
+def check_finetune_options(epochs, lr, batch_size: int = 128, round_kernels=None,
+                           cosine_span: float = 1.0) -> None:
     """Fine-tuning settings, checked before anything is loaded or built."""
+    if not is_real(cosine_span) or not 1.0 <= cosine_span <= 1000:
+        raise MwtError(f"cosine span must be a number from 1 to 1000 (T_max = span x epochs), "
+                       f"got {cosine_span!r}")
     if round_kernels is not None and (not is_int(round_kernels)
                                       or not 1 <= round_kernels <= 256):
         raise MwtError(f"round_kernels must be an integer from 1 to 256, got {round_kernels!r}")
@@ -135,7 +139,8 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
           fold_gates: bool = False, lr: float = 0.01, batch_size: int = 128, seed: int = 0,
           device=None, progress: bool = False, verbose: bool = False,
           hflip: bool | None = None, augment=None,
-          min_steps: int = MIN_FINETUNE_STEPS, round_kernels: int | None = None) -> ReusedModule:
+          min_steps: int = MIN_FINETUNE_STEPS, round_kernels: int | None = None,
+          cosine_span: float = 1.0, recalibrate_bn: bool = False) -> ReusedModule:
     """Build and fine-tune the sub-model for ``classes`` (ids or names); see module docstring.
 
     Returns a ``ReusedModule`` whose ``report`` holds the kernel share, MACs and parameters
@@ -146,6 +151,12 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
     optimisation steps fine-tuning runs (see the module docstring; 0 runs exactly ``epochs``).
     ``round_kernels``: round each layer's kernel count up to a multiple of this (e.g. 8), adding
     the kernels the target classes use most (see ``rounded_kernels``); faster on some hardware.
+    ``cosine_span``: the fine-tuning schedule's T_max is this many times the epochs run (1.0:
+    the rate reaches zero at the end; the reference code's 2.0 only halves it).
+    ``recalibrate_bn``: recompute the module's BatchNorm statistics on its fine-tuning images
+    before anything is measured (``mwt.inference.recalibrate_batchnorm``): a module with its
+    gates removed or folded keeps statistics measured with per-sample gates, which no longer
+    fit it.
     """
     if count_gated_kernels(model) != mods.total_kernels:
         raise MwtError(f"the module set was computed for a different model ({mods.total_kernels} "
@@ -154,7 +165,7 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
     if len(ids) < 2:
         raise MwtError("reuse needs at least two classes (a sub-task with one class has nothing "
                        "to classify)")
-    check_finetune_options(epochs, lr, batch_size, round_kernels)
+    check_finetune_options(epochs, lr, batch_size, round_kernels, cosine_span)
     device = resolve_device(device)
     model = model.to(device).eval()
     kernels = (mods.kernels_for(ids) if round_kernels is None
@@ -170,7 +181,11 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
     torch.manual_seed(seed)
     sub = ReusedModule(module, num_outputs, ids).to(device)
 
+    if not isinstance(recalibrate_bn, bool):
+        raise MwtError(f"recalibrate_bn must be true or false, got {recalibrate_bn!r}")
     fit, val = _split(x, y, val_fraction, seed)
+    if recalibrate_bn:
+        recalibrate_batchnorm(module, fit[0])
     test = select_classes(test_data, ids) if test_data is not None else None
     before = {"val": subtask_accuracy(module, val, ids) if len(val[1]) else None,
               "test": subtask_accuracy(module, test, ids) if test is not None else None}
@@ -185,7 +200,8 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
         ran = max(epochs, math.ceil(min_steps / steps_per_epoch(len(fit[1]), batch)))
         result = train(sub, fit, val if len(val[1]) else None, epochs=ran, lr=lr,
                        batch_size=batch, seed=seed, device=device, progress=progress,
-                       verbose=verbose, restore_best=len(val[1]) > 0, **options)
+                       verbose=verbose, restore_best=len(val[1]) > 0,
+                       cosine_span=cosine_span, **options)
         history = result.history
     sub.eval()
     full = extract_module(model, torch.ones(mods.total_kernels, dtype=torch.bool))
@@ -203,7 +219,8 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
             "val": max((r["test_acc"] for r in history), default=None),
             "test": subtask_accuracy(sub, test) if test is not None and epochs else None},
         "epochs": ran, "epochs_asked": epochs, "keep_gates": keep_gates,
-        "round_kernels": round_kernels,
+        "round_kernels": round_kernels, "lr": lr, "cosine_span": cosine_span,
+        "recalibrate_bn": recalibrate_bn,
         "fold_gates": fold_gates, "history": history,
     }
     sub.report["warnings"] = _reuse_warnings(sub.report, len(ids))

@@ -15,6 +15,7 @@ from mwt import distributed as dist
 from mwt.checkpoint import WEIGHTS, load_run
 from mwt.config import RunSpec, make_config
 from mwt.data import ImageData, load_dataset
+from mwt.data.augment import Augmentation
 from mwt.devices import resolve_device
 from mwt.errors import CheckpointError, MwtError
 from mwt.gates import make_modular
@@ -121,13 +122,15 @@ def load_modules(run_dir, tau: float | None = None) -> ModuleSet:
 def reuse_run(run_dir, classes, out=None, *, tau: float | None = None, epochs: int = 5,
               data_dir=None, device=None, keep_gates: bool = False, fold_gates: bool = False,
               lr: float = 0.01, seed: int = 0, verbose: bool = True,
-              compare=None, round_kernels: int | None = None) -> ReusedModule:
+              compare=None, round_kernels: int | None = None, cosine_span: float = 1.0,
+              recalibrate_bn: bool = False) -> ReusedModule:
     """Fine-tune the mixed module of ``classes`` from a modularized run; save it to ``out``.
 
-    ``compare``: another run (e.g. the standard model) whose accuracy on the same sub-task is
-    added to the report as ``compare_acc``. Everything is checked before fine-tuning starts.
+    Fine-tuning augments as the run trained (:func:`run_augmentation`). ``compare``: another
+    run (e.g. the standard model) whose accuracy on the same sub-task is added to the report as
+    ``compare_acc``. Everything is checked before fine-tuning starts.
     """
-    check_finetune_options(epochs, lr, round_kernels=round_kernels)
+    check_finetune_options(epochs, lr, round_kernels=round_kernels, cosine_span=cosine_span)
     if out is not None:
         check_module_out(out)
     if compare is not None:
@@ -136,8 +139,21 @@ def reuse_run(run_dir, classes, out=None, *, tau: float | None = None, epochs: i
     with lock_directory(out, "mwt reuse") if out is not None else contextlib.nullcontext():
         sub = _reuse_run(run_dir, classes, out, tau, device, compare, data_dir,
                          epochs=epochs, keep_gates=keep_gates, fold_gates=fold_gates, lr=lr,
-                         seed=seed, verbose=verbose, round_kernels=round_kernels)
+                         seed=seed, verbose=verbose, round_kernels=round_kernels,
+                         cosine_span=cosine_span, recalibrate_bn=recalibrate_bn)
     return sub
+
+
+def run_augmentation(config: dict, data) -> Augmentation:
+    """The augmentation a run trained with: its dataset's own, with the run's ``crop_padding`` /
+    ``hflip`` where it set them (a cpu-preset run trains with flips only). Fine-tuning a module
+    of the run uses the same, so a module never meets images its model was not trained on."""
+    base = getattr(data, "augmentation", None) or Augmentation()
+    run = config.get("run") if isinstance(config.get("run"), dict) else {}
+    train = run.get("train") if isinstance(run.get("train"), dict) else {}
+    pad, flip = train.get("crop_padding"), train.get("hflip")
+    return Augmentation(crop_padding=base.crop_padding if pad is None else pad,
+                        hflip=base.hflip if flip is None else flip)
 
 
 def _reuse_run(run_dir, classes, out, tau, device, compare, data_dir, **reuse_options):
@@ -146,6 +162,7 @@ def _reuse_run(run_dir, classes, out, tau, device, compare, data_dir, **reuse_op
     model, config = load_run(run_dir, device)
     train_data = run_dataset(config, "train", data_dir)
     test_data = run_dataset(config, "test", data_dir)
+    reuse_options.setdefault("augment", run_augmentation(config, train_data))
     if compare is not None:
         compare_model, compare_config = load_run(compare, device)
         if compare_config.get("dataset") != config.get("dataset"):
@@ -164,4 +181,4 @@ def _reuse_run(run_dir, classes, out, tau, device, compare, data_dir, **reuse_op
 
 
 __all__ = ["RunSpec", "train_run", "modularize_run", "load_modules", "reuse_run",
-           "run_dataset", "is_run_dir"]
+           "run_augmentation", "run_dataset", "is_run_dir"]

@@ -90,8 +90,10 @@ class TrainResult:
 
 
 def lr_at(config: TrainConfig, epoch: int) -> float:
-    """Cosine annealing over the run, stepped per epoch (CosineAnnealingLR, T_max = epochs)."""
-    return config.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / config.epochs))
+    """Cosine annealing stepped per epoch (CosineAnnealingLR, T_max = cosine_span x epochs: with
+    the default span 1 the rate reaches zero after the last epoch)."""
+    t_max = config.cosine_span * config.epochs
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / t_max))
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

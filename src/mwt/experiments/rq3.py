@@ -56,38 +56,60 @@ class _Loaded:
     standard: object
     train: object
     test: object
+    augment: object  # the modular run's training augmentation: fine-tuning uses the same
 
 
 def _load(ws, std, mod) -> _Loaded:
     from mwt.checkpoint import load_run
     from mwt.devices import resolve_device
-    from mwt.runs import run_dataset
+    from mwt.runs import run_augmentation, run_dataset
 
     device = resolve_device(ws.device)
     model, config = load_run(mod, device)
     standard = load_run(std, device)[0] if std is not None else None
-    return _Loaded(model, standard, run_dataset(config, "train", ws.data_dir),
-                   run_dataset(config, "test", ws.data_dir))
+    train = run_dataset(config, "train", ws.data_dir)
+    return _Loaded(model, standard, train, run_dataset(config, "test", ws.data_dir),
+                   run_augmentation(config, train))
+
+
+GATE_STARTS = {"removed": {}, "kept": {"keep_gates": True}, "folded": {"fold_gates": True}}
+BEFORE_KEYS = tuple(f"acc_{start}" + ("_recal" if recal else "")
+                    for start in GATE_STARTS for recal in (False, True))
+
+
+def finetune_tag(p) -> str:
+    """The fine-tuning protocol in a result's file name, so that results of another protocol
+    are never read back as this one's."""
+    steps = "" if p.finetune_min_steps is None else f"-min{p.finetune_min_steps}"
+    return (f"ft-e{p.finetune_epochs}-lr{p.finetune_lr:g}-span{p.finetune_cosine_span:g}-"
+            f"{p.finetune_start}{'-bn' if p.finetune_recalibrate else ''}{steps}")
 
 
 def reuse_one(ws, loaded: _Loaded, mods, classes) -> dict:
-    """One sub-task: the fine-tuned module (gates removed), the module before fine-tuning with
-    its gates kept and folded, and the standard model on the same sub-task."""
+    """One sub-task: the fine-tuned module (started as the preset says), the module before
+    fine-tuning with its gates removed, kept and folded, each also with its BatchNorm
+    statistics recalibrated on the sub-task, and the standard model on the same sub-task."""
     from mwt.reuse import MIN_FINETUNE_STEPS, reuse, select_classes, subtask_accuracy
 
     p = ws.preset
     classes = list(classes)
     t0 = time.perf_counter()
-    common = {"test_data": loaded.test, "device": ws.device, "seed": 0, "lr": p.finetune_lr}
+    common = {"test_data": loaded.test, "device": ws.device, "seed": 0, "lr": p.finetune_lr,
+              "augment": loaded.augment}
     steps = MIN_FINETUNE_STEPS if p.finetune_min_steps is None else p.finetune_min_steps
+    before = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MwtWarning)  # a weak module is reported by its numbers
         sub = reuse(loaded.model, mods, classes, loaded.train, epochs=p.finetune_epochs,
-                    min_steps=steps, **common)
-        kept = reuse(loaded.model, mods, classes, loaded.train, epochs=0, keep_gates=True,
-                     **common)
-        folded = reuse(loaded.model, mods, classes, loaded.train, epochs=0, fold_gates=True,
-                       **common)
+                    min_steps=steps, cosine_span=p.finetune_cosine_span,
+                    recalibrate_bn=p.finetune_recalibrate, **GATE_STARTS[p.finetune_start],
+                    **common)
+        for start, options in GATE_STARTS.items():
+            for recal in (False, True):
+                module = reuse(loaded.model, mods, classes, loaded.train, epochs=0,
+                               recalibrate_bn=recal, **options, **common)
+                key = f"acc_{start}" + ("_recal" if recal else "")
+                before[key] = percent(module.report["acc_before_finetune"]["test"])
     r = sub.report
     std_acc = None
     if loaded.standard is not None:
@@ -99,14 +121,13 @@ def reuse_one(ws, loaded: _Loaded, mods, classes) -> dict:
             "reduction": percent(1 - r["macs_ratio"]), "std_acc": std_acc,
             "module_acc": module_acc,
             "loss": None if None in (module_acc, std_acc) else std_acc - module_acc,
-            "acc_removed": percent(r["acc_before_finetune"]["test"]),
-            "acc_kept": percent(kept.report["acc_before_finetune"]["test"]),
-            "acc_folded": percent(folded.report["acc_before_finetune"]["test"]),
-            "finetune_epochs": r["epochs"], "seconds": time.perf_counter() - t0}
+            **before, "finetune_epochs": r["epochs"], "finetune": finetune_tag(p),
+            "seconds": time.perf_counter() - t0}
 
 
 def reuse_results(ws, model, dataset, seed, subtasks) -> list[dict]:
-    """Every sub-task's result for one model, dataset and seed (cached per sub-task)."""
+    """Every sub-task's result for one model, dataset and seed (cached per sub-task and
+    fine-tuning protocol)."""
     std, mod = train_pair(ws, model, dataset, seed)
     mods = ws.ensure_modules(mod)
     folder = ws.subdir("reuse", mod.name)
@@ -118,13 +139,29 @@ def reuse_results(ws, model, dataset, seed, subtasks) -> list[dict]:
         return reuse_one(ws, state["loaded"], mods, classes)
 
     results = []
+    tag = finetune_tag(ws.preset)
     for m, tasks in subtasks.items():
         for classes in tasks:
-            path = folder / f"m{m}-c{'-'.join(map(str, classes))}.json"
+            path = folder / f"m{m}-c{'-'.join(map(str, classes))}-{tag}.json"
             res = ws.cached(path, functools.partial(compute, classes),
                             f"reuse {mod.name}: classes {list(classes)}")
             results.append({**res, "model": model, "dataset": dataset, "seed": seed})
     return results
+
+
+def modular_model_rows(ws, model, dataset, seeds) -> list[dict]:
+    """The paper's 10-class row of Table 7: its "module" of all classes is the modular model
+    itself, so m-ACC is the modular model's test accuracy (Table 2) and M-ACC the standard's."""
+    from mwt.experiments.rq1 import final_acc
+
+    rows = []
+    for seed in seeds:
+        std, mod = train_pair(ws, model, dataset, seed)
+        std_acc, mod_acc = final_acc(std), final_acc(mod)
+        rows.append({"model": model, "dataset": dataset, "seed": seed, "std_acc": std_acc,
+                     "module_acc": mod_acc,
+                     "loss": None if None in (std_acc, mod_acc) else std_acc - mod_acc})
+    return rows
 
 
 def kernel_shares(ws, model, dataset, seed, subtasks) -> list[dict]:
@@ -207,7 +244,15 @@ def run(ws, models) -> Outcome:
     pairs = _pairs(paper.TABLE2, combos)
     m_col = Column("m", "M-class", 0)
     summary = _summarise(results, ("kernel_share", "macs", "reduction", "std_acc", "module_acc",
-                                   "loss", "acc_removed", "acc_kept", "acc_folded"))
+                                   "loss") + BEFORE_KEYS)
+    whole = []  # Table 7's 10-class row in the paper's form: the modular model itself
+    for model, dataset in combos:
+        n = _num_classes(ws, dataset)
+        for row in _summarise([{**r, "m": n} for r in
+                               modular_model_rows(ws, model, dataset, p.seeds)],
+                              ("std_acc", "module_acc", "loss")):
+            whole.append({**row, "series": row["series"] + " (modular model)",
+                          "module": "modular model (the paper's form)"})
     head = [Column("source", "source"), Column("model", "model"), Column("dataset", "dataset"),
             m_col]
     t5 = Table("table5", "Table 5: kernel share (KRR) of the modules of M-class sub-tasks, %",
@@ -224,16 +269,28 @@ def run(ws, models) -> Outcome:
                       "\"FLOPs\"); the paper's are on 3x32x32 inputs at full width."])
     acc_cols = [Column("std_acc", "M-ACC %"), Column("module_acc", "m-ACC %"),
                 Column("loss", "loss")]
+    t7_rows = [{**r, "module": "fine-tuned mixed module"} for r in summary] + whole
     t7 = Table("table7", "Table 7: accuracy on the sub-tasks: standard model (M-ACC), "
                "fine-tuned module (m-ACC), loss (points)",
-               head + acc_cols + [Column("subtasks", "sub-tasks")],
-               summary + _paper_rows(paper.TABLE7, pairs, ("std_acc", "module_acc", "loss")),
+               head + [Column("module", "module")] + acc_cols + [Column("subtasks", "sub-tasks")],
+               t7_rows + [{**r, "module": "modular model (Table 2)" if r["m"] == 10
+                           else "fine-tuned mixed module"}
+                          for r in _paper_rows(paper.TABLE7, pairs,
+                                               ("std_acc", "module_acc", "loss"))],
                pivot=(m_col, "series", acc_cols),
                notes=[f"m-ACC after {p.finetune_epochs} fine-tuning epochs (at least "
-                      f"{p.finetune_min_steps or 100} steps) at lr {p.finetune_lr:g}; M-ACC is "
-                      "the standard model with its logits restricted to the M classes."])
-    before_cols = [Column("acc_removed", "gates removed"), Column("acc_kept", "gates kept"),
-                   Column("acc_folded", "gates folded"), Column("module_acc", "fine-tuned")]
+                      f"{p.finetune_min_steps or 100} steps) at lr {p.finetune_lr:g}, cosine "
+                      f"T_max {p.finetune_cosine_span:g} x the epochs, starting with the gates "
+                      f"{p.finetune_start}"
+                      f"{', BatchNorm recalibrated' if p.finetune_recalibrate else ''}; M-ACC "
+                      "is the standard model with its logits restricted to the M classes.",
+                      "The paper's 10-class row equals its Table 2: there the 10-class "
+                      "\"module\" is the modular model itself. Ours gives that row too "
+                      "(\"modular model\"), beside our fine-tuned 10-class mixed module."])
+    before_cols = [Column(f"acc_{start}" + ("_recal" if recal else ""),
+                          f"gates {start}" + (", BN recalibrated" if recal else ""))
+                   for start in GATE_STARTS for recal in (False, True)]
+    before_cols.append(Column("module_acc", "fine-tuned"))
     t_before = Table("before_finetune", "Module accuracy before fine-tuning, % (the module's "
                      "N-way logits restricted to the M classes; no paper figure)",
                      head + before_cols + [Column("subtasks", "sub-tasks")], summary,
@@ -248,7 +305,8 @@ def run(ws, models) -> Outcome:
         Column("macs", "MACs (M)", 3), Column("reduction", "reduction %"),
         Column("std_acc", "M-ACC %"), Column("module_acc", "m-ACC %"), Column("loss", "loss"),
         Column("acc_removed", "removed %"), Column("acc_kept", "kept %"),
-        Column("acc_folded", "folded %"), Column("finetune_epochs", "epochs"),
+        Column("acc_folded", "folded %"), Column("acc_removed_recal", "removed, BN recal. %"),
+        Column("acc_folded_recal", "folded, BN recal. %"), Column("finetune_epochs", "epochs"),
         Column("seconds", "seconds", 1)], results, embed=False)
     return Outcome(tables=[t5, t6, t7, t_before, t8, _targets(summary), raw],
                    figures=[_figure(ws, summary, pairs)],

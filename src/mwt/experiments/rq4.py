@@ -16,7 +16,7 @@ import random
 from mwt.experiments import paper
 from mwt.experiments.common import Outcome
 from mwt.experiments.rq1 import curves
-from mwt.experiments.rq3 import _load, _num_classes, reuse_one
+from mwt.experiments.rq3 import _load, _num_classes, finetune_tag, reuse_one
 from mwt.experiments.steps import fmt_number, history, mean_std
 from mwt.experiments.tables import OURS, Column, Table, percent, pyplot, save_figure
 
@@ -108,7 +108,8 @@ def _tau_sweep(ws, model, dataset, runs, classes) -> list[dict]:
         for tau in p.taus:
             mods = ws.ensure_modules(run, tau)
             path = ws.subdir("reuse", run.name) / (f"tau{fmt_number(tau)}-c"
-                                                   f"{'-'.join(map(str, classes))}.json")
+                                                   f"{'-'.join(map(str, classes))}-"
+                                                   f"{finetune_tag(p)}.json")
             res = ws.cached(path, functools.partial(compute, mods),
                             f"reuse {run.name} at tau {tau:g}: classes {list(classes)}")
             per_tau.setdefault(tau, []).append({
