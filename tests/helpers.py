@@ -108,3 +108,12 @@ def convs_in_call_order(model, input_shape):
         for h in hooks:
             h.remove()
     return called
+
+
+def modularized(name: str, per_class: int = 30):
+    """(a sparse modular ``name`` on 1-channel input, its tau-0.9 modules, the demo slice they
+    were computed on)."""
+    torch.manual_seed(0)
+    model = sparse_modular(name, in_channels=1)
+    train = demo_subset("train", per_class)
+    return model, mwt.modularize(model, train, 0.9, classes=train.classes), train

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 import mwt
-from helpers import demo_subset, small_run, sparse_modular
+from helpers import demo_subset, modularized, small_run
 from mwt.config import TrainConfig
 from mwt.extract import extract_module
 from mwt.inference import recalibrate_batchnorm
@@ -19,11 +19,7 @@ from mwt.train import lr_at
 
 @pytest.fixture(scope="module")
 def setup():
-    torch.manual_seed(0)
-    model = sparse_modular("vgg16", in_channels=1)
-    train = demo_subset("train", 30)
-    mods = mwt.modularize(model, train, 0.9, classes=train.classes)
-    return model, mods, train
+    return modularized("vgg16")
 
 
 @pytest.mark.parametrize("span", [1.0, 2.0])

@@ -8,17 +8,13 @@ import pytest
 import torch
 
 import mwt
-from helpers import demo_subset, sparse_modular
+from helpers import demo_subset, modularized, sparse_modular
 from mwt.reuse import select_classes, subtask_accuracy
 
 
 @pytest.fixture(scope="module")
 def setup():
-    torch.manual_seed(0)
-    model = sparse_modular("resnet18", in_channels=1)
-    train = demo_subset("train", 30)
-    mods = mwt.modularize(model, train, 0.9, classes=train.classes)
-    return model, mods, train, demo_subset("test", 10)
+    return (*modularized("resnet18"), demo_subset("test", 10))
 
 
 def test_reuse_builds_a_smaller_two_class_model(setup):
