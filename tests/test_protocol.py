@@ -15,21 +15,28 @@ from mwt.experiments.rq3 import finetune_tag
 
 
 @pytest.fixture(scope="module")
-def rq3(tmp_path_factory):
+def micro(tmp_path_factory):
+    """RQ2 and RQ3 on the micro preset, sharing their runs."""
     from mwt.data import registry
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     datasets = dict(registry.DATASETS)
-    out = tmp_path_factory.mktemp("protocol") / "rq3"
+    base = tmp_path_factory.mktemp("protocol")
     try:
-        assert main(["experiment", "rq3", "--preset", "micro", "--out", str(out), "--device",
-                     "cpu", "--no-progress"]) == 0
-        yield out
+        for rq in ("rq2", "rq3"):
+            assert main(["experiment", rq, "--preset", "micro", "--out", str(base / rq),
+                         "--runs", str(base / "runs"), "--device", "cpu", "--no-progress"]) == 0
+        yield base
     finally:
         torch.set_num_threads(threads)
         registry.DATASETS.clear()
         registry.DATASETS.update(datasets)
+
+
+@pytest.fixture(scope="module")
+def rq3(micro):
+    return micro / "rq3"
 
 
 def _rows(path):
@@ -52,10 +59,10 @@ def test_table7_prints_the_papers_ten_class_row_beside_ours(rq3):
     kinds = sorted(r["module"] for r in ours)
     assert kinds == ["fine-tuned mixed module", "modular model (the paper's form)"]
     whole = next(r for r in ours if r["module"].startswith("modular model"))
-    run = next((rq3 / "runs").glob("vgg16-*-modular-*"))
+    run = next((rq3.parent / "runs").glob("vgg16-*-modular-*"))
     last = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
     assert float(whole["module_acc"]) == pytest.approx(100 * last["test_acc"], abs=1e-6)
-    std = next((rq3 / "runs").glob("vgg16-*-standard-*"))
+    std = next((rq3.parent / "runs").glob("vgg16-*-standard-*"))
     std_last = [json.loads(x) for x in (std / "metrics.jsonl").read_text().splitlines()][-1]
     assert float(whole["loss"]) == pytest.approx(100 * (std_last["test_acc"] - last["test_acc"]),
                                                  abs=1e-6)
@@ -77,3 +84,18 @@ def test_results_are_keyed_by_the_fine_tuning_protocol(rq3):
     assert files and all(f.name.endswith(f"-{tag}.json") for f in files)
     other = replace(presets.MICRO, finetune_cosine_span=2.0, finetune_recalibrate=True)
     assert finetune_tag(other) == "ft-e1-lr0.01-span2-removed-bn-min2"
+
+
+def test_table4_gives_the_papers_form_of_the_search_time_beside_ours(micro):
+    rows = _rows(micro / "rq2" / "table4.csv")
+    ours = next(r for r in rows if r["source"] == "ours")
+    saved = json.loads(next((micro / "runs").rglob("cnnsplitter.json")).read_text())["results"]
+    per_generation = saved["seconds"]["generations"] / saved["generations_run"]
+    assert float(ours["cnnsplitter_best_generation"]) == saved["best_generation"]
+    assert float(ours["cnnsplitter_paper_form_s"]) == pytest.approx(
+        per_generation * saved["best_generation"], rel=1e-6, abs=1e-9)
+    assert float(ours["cnnsplitter_s"]) == pytest.approx(saved["search_seconds"], rel=1e-6)
+    published = {(r["model"], r["dataset"]): r for r in rows if r["source"] != "ours"}
+    simcnn = published[("simcnn", "cifar10")]
+    assert float(simcnn["cnnsplitter_paper_form_s"]) == 83 * 123
+    assert float(simcnn["cnnsplitter_best_generation"]) == 123
