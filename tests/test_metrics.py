@@ -192,3 +192,17 @@ def test_blocked_path_matches_small_blocks(monkeypatch):
 def test_clear_errors(call, match):
     with pytest.raises(MwtError, match=match):
         call()
+
+
+def test_batch_jaccard_is_eq2_and_eq3_of_the_batch_without_filtering():
+    from mwt.metrics import batch_jaccard, jaccard_cohesion, jaccard_coupling
+
+    g = torch.Generator().manual_seed(0)
+    layers = [torch.relu(torch.randn(24, 5, generator=g)), torch.relu(torch.randn(24, 7,
+                                                                                 generator=g))]
+    labels = torch.arange(24) % 4
+    ch, cp = batch_jaccard(layers, labels, num_classes=6)  # classes 4, 5 absent
+    sets = torch.cat(layers, 1) > 0
+    assert float(ch) == pytest.approx(jaccard_cohesion(sets, labels), abs=1e-6)
+    modules = torch.stack([sets[labels == c].any(0) for c in range(4)])
+    assert float(cp) == pytest.approx(jaccard_coupling(modules), abs=1e-6)

@@ -154,6 +154,41 @@ def jaccard_coupling(module_masks: Tensor, per_pair: bool = False) -> float | Te
     return float(ji[iu[0], iu[1]].mean())
 
 
+def batch_jaccard(masks, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """The paper's Figure 5 figures of one training batch: Jaccard cohesion (Eq. 2) and coupling
+    (Eq. 3) of the batch's kernel sets, "without filtering" (section 4.2).
+
+    ``masks``: the batch's gate outputs (one [B, K_l] tensor per gated layer, or one [B, K]);
+    a sample's kernel set is the kernels whose mask is > 0. Cohesion: per class with two or more
+    samples in the batch, the mean JI of its sample pairs, averaged over those classes. Coupling:
+    each class's module is the union of its samples' sets (no threshold: a batch cannot estimate
+    how often a kernel is used), and the JI is averaged over the pairs of classes present.
+    Device tensors, no host sync and no data-dependent branch, so a training step can record
+    them every iteration (0 where a batch has no such pair).
+    """
+    layers = [masks] if isinstance(masks, Tensor) else list(masks)
+    sets = torch.cat([m.detach() > 0 for m in layers], dim=1).float()      # [B, K]
+    onehot = torch.nn.functional.one_hot(labels, num_classes).float()        # [B, N]
+
+    def ji(a: Tensor) -> Tensor:
+        inter = a @ a.T
+        size = a.sum(1)
+        union = size[:, None] + size[None, :] - inter
+        return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter))
+
+    n = onehot.sum(0)
+    same = torch.diagonal(onehot.T @ ji(sets) @ onehot) - n                   # drop self-pairs
+    pairs = n * (n - 1)
+    valid = (pairs > 0).float()
+    cohesion = (same / pairs.clamp_min(1) * valid).sum() / valid.sum().clamp_min(1)
+    modules = ((onehot.T @ sets) > 0).float()                                 # [N, K]
+    present = (n > 0).float()
+    upper = torch.triu(torch.ones(num_classes, num_classes, device=sets.device), diagonal=1)
+    both = present[:, None] * present[None, :] * upper
+    coupling = (ji(modules) * both).sum() / both.sum().clamp_min(1)
+    return cohesion, coupling
+
+
 def kernel_retention_rate(module_masks: Tensor) -> float:
     """KRR: mean over modules of the fraction of the model's kernels (columns) a module keeps."""
     masks = _as_sets(module_masks, "module_masks")

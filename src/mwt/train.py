@@ -40,6 +40,7 @@ from mwt.io import (
     write_json_lines,
 )
 from mwt.losses import modular_objective
+from mwt.metrics import batch_jaccard
 from mwt.model_info import model_config
 
 RUN_FORMAT = "mwt-run/1"
@@ -149,6 +150,9 @@ def _batch_stats(model, x, y, config: TrainConfig, modular: bool, weight: float 
         loss, ch, cp = modular_objective(loss, masks, y, config.alpha, config.beta,
                                          config.reduction, num_classes)
         stats.update(cohesion_loss=ch, coupling_loss=cp)
+        # The paper's Figure 5 figures of this batch (Jaccard, no filtering), from its masks.
+        stats["batch_cohesion"], stats["batch_coupling"] = batch_jaccard(
+            masks, y, num_classes if num_classes is not None else int(y.max()) + 1)
     return loss, {k: v.detach() for k, v in stats.items()}
 
 
