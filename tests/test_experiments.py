@@ -139,6 +139,17 @@ def test_tables_put_our_figures_beside_the_papers(done):
                                                                 "modules-tau0.90.json"}
 
 
+def test_figure5_draws_the_papers_per_batch_form_beside_ours(done):
+    from mwt.experiments.rq1 import FIGURE5_PAPER_FORM, curves
+
+    page = (done / "rq1" / "rq1.md").read_text()
+    assert "Dotted green (coupling and cohesion): the paper's form" in page
+    run = next((done / "rq1").rglob("vgg16-*-modular-*/metrics.jsonl")).parent
+    for key in FIGURE5_PAPER_FORM.values():
+        xs, ys = curves([run], key)
+        assert xs == [1, 2] and all(0 <= y <= 1 for y in ys), key
+
+
 def _stamps(base: Path) -> dict:
     return {str(p): p.stat().st_mtime_ns for pattern in ("checkpoint.safetensors",
                                                          "modules-*.safetensors", "*.json")
