@@ -148,6 +148,23 @@ def test_modularize_keeps_sets_of_each_tau_and_reuse_picks_one(capsys, small_run
                              "--compare", str(tmp_path / "nothing")], "not a directory")
 
 
+def test_reuse_takes_the_fine_tuning_protocol_from_the_command_line(capsys, small_run,
+                                                                     tmp_path):
+    code, out, err = run(capsys, "modularize", str(small_run), "--tau", "0.9", "--device", "cpu")
+    assert code == 0, err
+    code, out, err = run(capsys, "reuse", str(small_run), "--classes", "0", "1", "--tau", "0.9",
+                         "--epochs", "1", "--fold-gates", "--recalibrate-bn",
+                         "--cosine-span", "2", "--device", "cpu", "--quiet",
+                         "--out", str(tmp_path / "m"))
+    assert code == 0, err
+    saved = json.loads((tmp_path / "m" / "module.json").read_text())
+    report = saved.get("report", saved)
+    assert report["recalibrate_bn"] is True and report["fold_gates"] is True
+    assert report["cosine_span"] == 2.0
+    _one_line_error(capsys, ["reuse", str(small_run), "--classes", "0", "1", "--tau", "0.9",
+                             "--cosine-span", "0.5"], "cosine")
+
+
 def test_a_locked_run_refuses_a_second_command(capsys, small_run):
     from mwt.io import lock_directory
 

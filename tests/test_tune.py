@@ -67,3 +67,53 @@ def test_bad_input_is_one_line_before_any_work(tmp_path, capsys, bad):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """One candidate of the settings search on the demo data: its standard and modular runs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    base = tmp_path_factory.mktemp("search")
+    argv = ["--out", str(base / "out"), "--runs", str(base / "runs"), "--model", "simcnn",
+            "--dataset", "demo", "--width", "0.0625", "--epochs", "1", "--val-per-class", "20",
+            "--candidates", "flip-b2"]
+    assert tune.main(argv) == 0
+    torch.set_num_threads(threads)
+    return base / "runs"
+
+
+def test_fine_tuning_search_scores_every_protocol_on_validation_images(searched, tmp_path,
+                                                                      capsys, monkeypatch):
+    from mwt.experiments import tune_reuse
+
+    standard = next(searched.glob("simcnn-standard-*-e1"))
+    argv = ["--run", str(searched / "simcnn-flip-b2-e1"), "--standard", str(standard),
+            "--dataset", "demo",
+            "--out", str(tmp_path / "reuse"), "--sizes", "2", "3", "--subtasks", "1",
+            "--starts", "removed", "folded", "--recalibrate", "both", "--epochs", "1",
+            "--lrs", "0.01", "--min-steps", "2", "--val-per-class", "20"]
+    assert tune_reuse.main(argv) == 0
+    with open(tmp_path / "reuse" / "tuning-reuse.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    names = ["removed-e1-lr0.01-span1", "removed-bn-e1-lr0.01-span1", "folded-e1-lr0.01-span1",
+             "folded-bn-e1-lr0.01-span1"]
+    assert [(r["protocol"], r["m"]) for r in rows] == [(n, m) for m in ("2", "3") for n in names]
+    for r in rows:
+        assert 0 <= float(r["val_acc"]) <= 100 and 0 <= float(r["std_val_acc"]) <= 100
+        assert abs(float(r["loss"]) - (float(r["std_val_acc"]) - float(r["val_acc"]))) < 1e-9
+    # the standard model is scored on the 20 validation images of each class of the sub-task
+    state = tune_reuse.read_json(tmp_path / "reuse" / tune_reuse.STATE)
+    for r in state["rows"]:
+        assert round(r["std_val_acc"] * 20 * r["m"] / 100, 6) % 1 == 0
+    assert "The test split is never read" in (tmp_path / "reuse" / "tuning-reuse.md").read_text()
+    capsys.readouterr()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("fine-tuned a finished sub-task again")
+
+    monkeypatch.setattr(tune_reuse, "score", refuse)
+    assert tune_reuse.main(argv) == 0  # a finished search is read back
+    argv[argv.index("--run") + 1] = str(standard)
+    assert tune_reuse.main(argv) == 2
+    assert "holds the search of" in capsys.readouterr().err

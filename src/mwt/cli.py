@@ -130,7 +130,8 @@ def cmd_reuse(args) -> int:
                     data_dir=args.data_dir, device=args.device, keep_gates=args.keep_gates,
                     fold_gates=args.fold_gates, lr=args.lr, seed=args.seed,
                     verbose=not args.quiet, compare=args.compare,
-                    round_kernels=args.round_kernels)
+                    round_kernels=args.round_kernels, cosine_span=args.cosine_span,
+                    recalibrate_bn=args.recalibrate_bn)
     r = sub.report
     found = f"at tau {r['tau']:.2f}" if r["tau"] is not None else "found by CNNSplitter"
     print(f"module for classes {r['classes']} ({', '.join(r['class_names'])}), "
@@ -392,7 +393,16 @@ def build_parser() -> argparse.ArgumentParser:
     gates.add_argument("--keep-gates", action="store_true",
                        help="keep the gates, restricted to the module's kernels")
     gates.add_argument("--fold-gates", action="store_true",
-                       help="fold mean gate values into BatchNorm instead of dropping them")
+                       help="fold mean gate values into BatchNorm instead of dropping them; "
+                       "give --recalibrate-bn with it: on deep VGGs a folded module of 4 or "
+                       "more classes otherwise scores chance before fine-tuning")
+    p.add_argument("--recalibrate-bn", action="store_true",
+                   help="recompute BatchNorm statistics on the classes' training images "
+                   "before anything is measured (removed or folded gates leave statistics "
+                   "that no longer fit the module)")
+    p.add_argument("--cosine-span", type=float, default=1.0, metavar="S",
+                   help="the cosine schedule's T_max is S x the epochs: 1 anneals the rate to "
+                   "zero, the reference code's 2 only halves it")
     p.add_argument("--compare", default=None,
                    help="another run (e.g. a standard model) to score on the same sub-task")
     p.add_argument("--round-kernels", type=int, default=None, metavar="N",

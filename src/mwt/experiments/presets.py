@@ -43,8 +43,9 @@ def register_micro_dataset() -> None:
 class Preset:
     """Everything an experiment needs besides its output directory.
 
-    Training: ``datasets`` (each model is trained on each), ``width``, ``epochs``, ``seeds``,
-    ``batch_size``, ``lr``; ``alpha_beta`` overrides the paper's Table 1 per (model, dataset);
+    Training: ``datasets`` (each model is trained on each), ``width``, ``epochs``, ``seeds``
+    (RQ1: ``rq1_seeds`` per model where given), ``batch_size``, ``lr``; ``alpha_beta``
+    overrides the paper's Table 1 per (model, dataset);
     ``crop_padding`` / ``hflip`` override the dataset's own augmentation (None: keep it);
     ``track_samples`` training images score modularity after each epoch (Figure 5).
     ``models``: the default models of each RQ; ``baseline_models``: the models CNNSplitter is run
@@ -65,6 +66,7 @@ class Preset:
     width: float
     epochs: int
     seeds: tuple[int, ...] = (0,)
+    rq1_seeds: dict = field(default_factory=dict)
     batch_size: int = 128
     lr: float = 0.05
     alpha_beta: dict = field(default_factory=dict)
@@ -102,14 +104,21 @@ class Preset:
     def models_for(self, rq: str) -> tuple[str, ...]:
         return tuple(self.models.get(rq, ()))
 
+    def rq1_seeds_for(self, model: str) -> tuple[int, ...]:
+        """The training seeds RQ1 averages over for ``model``: its own (``rq1_seeds``), else
+        ``seeds``. The other RQs use ``seeds``: RQ1's extra seeds measure how much Table 2 moves
+        between runs, where fine-tuning every seed's modules would multiply RQ3's cost."""
+        return tuple(self.rq1_seeds.get(model, self.seeds))
+
     def with_options(self, *, epochs: int | None = None,
                      seeds: list[int] | None = None) -> "Preset":
         """This preset with ``--epochs`` / ``--seeds`` applied (models are chosen per RQ)."""
         changes = {}
         if epochs is not None:
             changes["epochs"] = int(epochs)
-        if seeds is not None:
+        if seeds is not None:  # --seeds is every model's, in every RQ
             changes["seeds"] = tuple(int(s) for s in seeds)
+            changes["rq1_seeds"] = {}
         return replace(self, **changes)
 
     def settings(self) -> dict:

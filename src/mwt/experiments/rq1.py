@@ -39,7 +39,7 @@ def run(ws, models) -> Outcome:
     for model in models:
         for dataset in p.datasets:
             runs, per_seed, cs_seed = [], [], []
-            for seed in p.seeds:
+            for seed in p.rq1_seeds_for(model):
                 std, mod = train_pair(ws, model, dataset, seed)
                 mods = ws.ensure_modules(mod)
                 runs.append((std, mod))
