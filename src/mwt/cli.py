@@ -217,7 +217,8 @@ def _add_baseline(sub) -> None:
     q.add_argument("--keep-parents", type=int,
                    help=f"parents carried over (default {cfg.keep_parents})")
     q.add_argument("--mutation-rate", type=float,
-                   help=f"share of genes re-drawn (default {cfg.mutation_rate})")
+                   help="share of genes re-drawn (default: the published config of the model "
+                   "and dataset, 0.05 on CIFAR-10 and 0.10 on SVHN)")
     q.add_argument("--patience", type=int,
                    help=f"stop after this many generations without a better best "
                    f"(default {cfg.patience})")
@@ -228,7 +229,14 @@ def _add_baseline(sub) -> None:
                    help="stop after the generation that passes this search time")
     q.add_argument("--seed", type=int, help=f"default {cfg.seed}")
     q.add_argument("--batch-size", type=int,
-                   help=f"(candidate, sample) pairs per forward pass (default {cfg.batch_size})")
+                   help=f"samples per forward pass of a cut candidate, or (candidate, sample) "
+                   f"pairs with --scoring masked (default {cfg.batch_size})")
+    q.add_argument("--scoring", choices=["cut", "masked"],
+                   help=f"run each candidate cut to its kernels, or the whole model with the "
+                   f"others masked (default {cfg.scoring}; masked can be faster on a GPU)")
+    q.add_argument("--workers", type=int, default=None,
+                   help="candidates scored side by side, each with its share of the torch "
+                   "threads (default: one per torch thread)")
     q.add_argument("--data-dir", default=None)
     q.add_argument("--device", default=None)
     q.add_argument("--force", action="store_true",
@@ -239,7 +247,8 @@ def _add_baseline(sub) -> None:
 
 
 BASELINE_OPTIONS = ("generations", "population", "parents", "keep_parents", "mutation_rate",
-                    "patience", "search_samples", "budget_minutes", "seed", "batch_size")
+                    "patience", "search_samples", "budget_minutes", "seed", "batch_size",
+                    "scoring")
 
 
 def cmd_baseline(args) -> int:
@@ -263,20 +272,25 @@ def cmd_baseline(args) -> int:
     try:
         result = cnnsplitter_run(args.run, args.out, config, data_dir=args.data_dir,
                                  device=args.device, progress=not args.no_progress,
-                                 verbose=not args.quiet, force=args.force)
+                                 verbose=not args.quiet, force=args.force,
+                                 workers=args.workers)
     except KeyboardInterrupt:
         print(f"mwt: interrupted; run the same command again to continue {args.out} from its "
               "last finished generation", file=sys.stderr)
         return 130
     r = result.report
     budget = f" of a {r['budget_minutes']:g} min budget" if r["budget_minutes"] else ""
+    print(f"published config {r['published_config']}; {r['workers']} worker(s), "
+          f"{r['reused_candidates']} candidate scores reused")
     print(f"CNNSplitter on {args.run}: {r['generations_run']} generations, best "
           f"{r['best_generation']}, stopped by {r['stopped_by'].replace('_', ' ')}; search "
           f"{r['search_seconds'] / 60:.1f} min{budget}")
     print(f"  standard model    test acc {r['standard_acc']['test']:.4f}")
     print(f"  composed modules  test acc {r['composed_acc']['test']:.4f} (search split "
           f"{r['composed_acc']['search']:.4f})")
-    print(f"  KRR {r['krr']:.4f}, cohesion {r['cohesion']:.4f}, coupling {r['coupling']:.4f}, "
+    print(f"  KRR {r['krr']:.4f}, cohesion {r['cohesion']:.4f} (the reference's way, cut "
+          f"modules on test images: {r['cohesion_reference']:.4f}), coupling "
+          f"{r['coupling']:.4f}, "
           f"module MACs {r['macs_ratio']:.2%} of the model's")
     for note in r["warnings"]:
         print(f"warning: {note}")

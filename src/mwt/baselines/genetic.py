@@ -28,14 +28,20 @@ class Layout:
 
     @classmethod
     def of(cls, structure: Structure, small_groups: int = 10, large_groups: int = 100,
-           large_layer: int = 256) -> "Layout":
+           large_layer: int = 256, width: float = 1.0) -> "Layout":
         """G = ``small_groups`` for a layer of fewer than ``large_layer`` channels, else
-        ``large_groups``; never more groups than channels (only tiny models have fewer)."""
+        ``large_groups``; never more groups than channels (only tiny models have fewer).
+
+        ``width``: the model's width multiplier. The published rule was written for full-width
+        models; a layer is judged by its full-width size (channels / width), so a model of a
+        quarter of the channels keeps the published chromosome (SimCNN: 940 genes) and each gene
+        the same share of its layer. ``width=1`` judges the channels as they are."""
         sizes = tuple(structure.layer_sizes)
         genes = []
         for group in structure.groups:
             n = sizes[group[0]]
-            genes.append(min(n, small_groups if n < large_layer else large_groups))
+            full = round(n / width)
+            genes.append(min(n, small_groups if full < large_layer else large_groups))
         return cls(sizes, structure.groups, tuple(genes))
 
     @property

@@ -163,8 +163,10 @@ class Workspace:
         result = out / "cnnsplitter.json"
         if result.is_file():
             saved = read_json(result)
+            asked = saved.get("requested", saved.get("config"))  # the settings before the
+            # published config filled them in: what the preset asks for
             if saved.get("status") == "done" or (saved.get("status") == "stopped"
-                                                 and saved.get("config") == config.to_dict()):
+                                                 and asked == config.to_dict()):
                 return ModuleSet.load(out, method="cnnsplitter"), saved["results"]
         self.log(f"CNNSplitter search on {standard_run.name}")
         with warnings.catch_warnings():
