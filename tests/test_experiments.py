@@ -16,13 +16,8 @@ from mwt.experiments.rq3 import draw_subtasks
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # Micro runs are tiny; on a CPU shared with other jobs, two threads per op spin and wait on
-    # each other far longer than the work takes.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here on one torch thread (conftest's ``one_thread``)."""
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -25,11 +25,8 @@ def test_validation_split_is_stratified_disjoint_and_fixed():
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here on one torch thread (conftest's ``one_thread``)."""
 
 
 def test_search_writes_tables_and_reuses_finished_candidates(tmp_path, capsys):

@@ -28,6 +28,7 @@ channel at zero), and, if it holds per-channel weights, one in ``_SLICERS``:
 """
 
 import copy
+import itertools
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -457,7 +458,8 @@ def _gate_values(model, gate_values, kept: dict[str, torch.Tensor]) -> dict[str,
 
 
 def extract_module(model: nn.Module, kernels, *, keep_gates: bool = False,
-                   fold_gates: bool = False, gate_values=None) -> fx.GraphModule:
+                   fold_gates: bool = False, gate_values=None,
+                   share_weights: bool = False) -> fx.GraphModule:
     """Cut the kernels marked True in ``kernels`` out of a modular model into a smaller module.
 
     ``kernels``: 1-D bool tensor over all gated kernels, in the order of the concatenated masks
@@ -473,6 +475,10 @@ def extract_module(model: nn.Module, kernels, *, keep_gates: bool = False,
     ``fold_gates=True`` removes the gates but folds ``gate_values`` (one value per gated kernel,
     e.g. the mean gate value over the target classes' samples) into BatchNorm scale and shift.
     The module returns the original N-way logits.
+    ``share_weights=True`` skips copying the model's tensors: layers the cut leaves whole (the
+    classifier after its first Linear, say) then share their parameters with ``model``. For a
+    module that is only run, never trained or saved (CNNSplitter scores a thousand candidates a
+    generation this way); the default module owns all its tensors.
     """
     if not is_modular(model):
         if keep_gates or fold_gates:
@@ -490,7 +496,11 @@ def extract_module(model: nn.Module, kernels, *, keep_gates: bool = False,
     folds = _gate_values(model, gate_values, kept) if fold_gates else {}
     layers = gated_layers(model)
 
-    gm = copy.deepcopy(model)
+    if share_weights:  # every tensor stays where it is: copy only the modules and the graph
+        memo = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+        gm = copy.deepcopy(model, memo)
+    else:
+        gm = copy.deepcopy(model)
     if not keep_gates:
         strip_gates(gm, inplace=True)
     flow = _propagate(gm, kept, {layer.gate: layer.conv for layer in layers})

@@ -47,6 +47,10 @@ def _torch_threads(n: int):
         torch.set_num_threads(before)
 
 
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
 class CandidateScorer:
     """Scores candidate modules of a standard ``model`` on fixed samples ``x`` (see the module
     docstring). ``batch_size``: samples per forward pass of a cut module, or (candidate, sample)
@@ -72,6 +76,7 @@ class CandidateScorer:
             # their random initialisation must not move the caller's random stream.
             with torch.random.fork_rng(devices=[]):
                 self.template = make_modular(model).to(self.device).eval()
+            self._x_cut = _channels_last(x)
         self._cache: dict[tuple[int, bytes], torch.Tensor] = {}
         self.hits = 0  # candidates answered from the cache, for the report
 
@@ -79,9 +84,13 @@ class CandidateScorer:
 
     @torch.inference_mode()
     def cut_logits(self, mask: torch.Tensor, target: int, x: torch.Tensor | None = None):
-        """float [N]: the cut candidate's logit of class ``target`` on every sample."""
-        x = self.x if x is None else x
-        module = fold_batchnorm(extract_module(self.template, mask.cpu()))
+        """float [N]: the cut candidate's logit of class ``target`` on every sample.
+
+        Module and samples run in channels_last: the narrow convolutions of a cut module ran
+        1.9x faster so on a 2-core CPU (benchmarks/RESULTS.md)."""
+        x = self._x_cut if x is None else _channels_last(x)
+        module = fold_batchnorm(extract_module(self.template, mask.cpu(), share_weights=True))
+        module = module.to(memory_format=torch.channels_last)
         out = [module(x[i:i + self.batch_size].to(self.device))[:, target].float()
                for i in range(0, len(x), self.batch_size)]
         return torch.cat(out)
