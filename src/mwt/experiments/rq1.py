@@ -35,7 +35,7 @@ def _stat(row: dict, key: str, values) -> None:
 def run(ws, models) -> Outcome:
     p = ws.preset
     models = models or list(p.models_for("rq1"))
-    rows2, rows3, figures, notes = [], [], [], []
+    rows2, rows3, figures, notes, searches = [], [], [], [], {}
     for model in models:
         for dataset in p.datasets:
             runs, per_seed, cs_seed = [], [], []
@@ -62,6 +62,7 @@ def run(ws, models) -> Outcome:
                               "acc_loss": ref["standard_acc"] - ref["modular_acc"]})
             if cs_seed:
                 rows3.append(_table3_row(model, dataset, cs_seed))
+                searches[(model, dataset)] = cs_seed[0][0][1]["history"]
                 for pm, pd in paper.pairs_for(paper.TABLE3, model, dataset):
                     rows3.append({"source": paper.SOURCE, "model": pm, "dataset": pd,
                                   **paper.TABLE3[(pm, pd)]})
@@ -72,6 +73,8 @@ def run(ws, models) -> Outcome:
     notes.append("Accuracy is the test accuracy after the last epoch; KRR, cohesion and "
                  "coupling are the modules' at tau 0.9 (Eq. 1-3 on the whole training split). "
                  f"The paper's rows ({paper.SOURCE}) are CIFAR-10/SVHN on A100 GPUs.")
+    if searches:
+        figures.append(_search_figure(ws, searches))
     t3 = table3(rows3)
     if not rows3:
         t3.notes.insert(0, "Empty: CNNSplitter is run for the preset's baseline models "
@@ -216,3 +219,31 @@ def _figure5(ws, model, dataset, runs):
             f"epoch on {ws.preset.track_samples} fixed training images with tau-"
             f"{TRACK_TAU:g} modules.{form} Paper (VGG16-CIFAR10, GPU): {paper.FIGURE5}",
             path)
+
+
+def _search_figure(ws, searches: dict):
+    """CNNSplitter's searches beside Table 3: per generation, the search-split accuracy of each
+    class's fittest candidate composed (and the best so far), and their kernel share."""
+    plt = pyplot()
+    fig, (acc_ax, krr_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for i, ((model, dataset), records) in enumerate(sorted(searches.items())):
+        gens = [h["generation"] for h in records]
+        accs = [100 * h["acc"] for h in records]
+        best = [max(accs[:k + 1]) for k in range(len(accs))]
+        label = f"{model} ({dataset})"
+        acc_ax.plot(gens, accs, ":", color=f"C{i}", alpha=0.6)
+        acc_ax.plot(gens, best, "-", color=f"C{i}", label=f"{label}, best so far")
+        krr_ax.plot(gens, [100 * h["kernel_share"] for h in records], "-", color=f"C{i}",
+                    label=label)
+    acc_ax.set_xlabel("generation")
+    acc_ax.set_ylabel("composed accuracy on the search split %")
+    krr_ax.set_xlabel("generation")
+    krr_ax.set_ylabel("KRR of the fittest candidates %")
+    for ax in (acc_ax, krr_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("CNNSplitter's search (seed 0): dotted, each generation; solid, the best so far")
+    path = save_figure(fig, ws.out / "cnnsplitter-search.png")
+    return ("CNNSplitter's search per generation (Table 3's searches, first seed): the composed "
+            "accuracy of each class's fittest candidate on the 20% search split and their kernel "
+            "share. The published searches peak at generations 79-185.", path)
