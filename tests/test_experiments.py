@@ -128,6 +128,15 @@ def test_tables_put_our_figures_beside_the_papers(done):
     assert sorted(int(r["m"]) for r in table5) == [2, 5, 10]
     table8 = [r for r in rows(done / "rq3" / "table8.csv") if r["source"] == "ours"]
     assert table8 and all(r["cnnsplitter"] and r["mwt"] for r in table8)
+    targets = {r["metric"]: r for r in rows(done / "rq3" / "targets.csv")}
+    whole = targets["10-class mixed module below the modular model (points)"]
+    t7 = rows(done / "rq3" / "table7.csv")
+    mixed = next(r for r in t7 if r["m"] == "10" and r["module"] == "fine-tuned mixed module"
+                 and r["source"] == "ours")
+    model = next(r for r in t7 if r["m"] == "10" and r["module"].startswith("modular model")
+                 and r["source"] == "ours")
+    assert float(whole["value"]) == pytest.approx(float(model["module_acc"])
+                                                  - float(mixed["module_acc"]))
     tau = [r for r in rows(done / "rq4" / "tau.csv") if r["source"] == "ours"]
     assert sorted(float(r["tau"]) for r in tau) == [0.5, 0.9]
     run = next((done / "runs").glob("vgg16-*-modular-a0.5-b1.5-*"))
