@@ -87,7 +87,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     if args.run:
         model, run_config = load_run(args.run, "cpu")
-        train = run_dataset(run_config, "train")
+        # the settings search's runs do not record their dataset: --dataset names it
+        train = (run_dataset(run_config, "train") if run_config.get("dataset")
+                 else mwt.load_dataset(args.dataset, "train"))
     else:
         train = mwt.load_dataset(args.dataset, "train")
         torch.manual_seed(0)

@@ -53,6 +53,32 @@ def test_the_paper_preset_fine_tunes_as_the_reference_code():
         replace(presets.MICRO, finetune_start="half")
 
 
+def test_rq1_takes_extra_seeds_per_model_and_seeds_overrides_them(tmp_path):
+    p = replace(presets.MICRO, rq1_seeds={"vgg16": (0, 1)})
+    assert p.rq1_seeds_for("vgg16") == (0, 1) and p.rq1_seeds_for("simcnn") == (0,)
+    assert p.with_options(seeds=[3]).rq1_seeds_for("vgg16") == (3,)
+    assert presets.CPU.rq1_seeds_for("resnet18") == (0, 1) and presets.CPU.subtasks >= 5
+    # RQ1 trains both seeds of vgg16 and one of simcnn, and Table 2 says how many it averaged
+    from mwt.data import registry
+    from mwt.experiments.common import run_experiment
+
+    datasets = dict(registry.DATASETS)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        presets.register_micro_dataset()
+        run_experiment("rq1", preset=replace(p, baseline_models=()), out=tmp_path / "rq1",
+                       runs=tmp_path / "runs", device="cpu", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+        registry.DATASETS.clear()
+        registry.DATASETS.update(datasets)
+    table2 = {r["model"]: r for r in _rows(tmp_path / "rq1" / "table2.csv")
+              if r["source"] == "ours"}
+    assert table2["vgg16"]["seeds"] == "2" and table2["simcnn"]["seeds"] == "1"
+    assert float(table2["vgg16"]["modular_acc_std"]) >= 0
+
+
 def test_table7_prints_the_papers_ten_class_row_beside_ours(rq3):
     table7 = _rows(rq3 / "table7.csv")
     ours = [r for r in table7 if r["source"] == "ours" and r["m"] == "10"]
