@@ -179,12 +179,16 @@ def main(argv=None) -> int:
                                 args.device, args.min_steps)
                     rows.append(row)
                     write_json(state_path, {"format": STATE_FORMAT, "run": str(args.run),
-                                            "rows": rows})
+                                            "rows": rows,
+                                            "commands": state.get("commands", [])})
                     print(f"{protocol['name']} M={m} {list(classes)}: val {row['val_acc']:.2f}"
                           f" (standard {row['std_val_acc']}), {row['seconds']:.0f}s",
                           flush=True)
         command = "python -m mwt.experiments.tune_reuse " + " ".join(
             argv if argv is not None else sys.argv[1:])
+        commands = [c for c in state.get("commands", []) if c != command] + [command]
+        write_json(state_path, {"format": STATE_FORMAT, "run": str(args.run), "rows": rows,
+                                "commands": commands})
         header = (f"# The cpu preset's fine-tuning search\n\nModule set: `{args.run}` at tau "
                   f"0.9 on the training part of the settings search's split ({len(train)} "
                   f"images); every protocol fine-tunes the mixed module of {args.subtasks} "
@@ -193,7 +197,8 @@ def main(argv=None) -> int:
                   f"those classes ({args.val_per_class} per class). The test split is never "
                   "read. Protocol: gates start (removed / kept / folded), `-bn` BatchNorm "
                   "recalibrated first, epochs, lr, cosine span (T_max = span x epochs); at "
-                  f"least {args.min_steps} steps.\n\n    " + command)
+                  f"least {args.min_steps} steps. Commands (each adds its protocols' rows):\n\n"
+                  + "\n".join(f"    {c}" for c in commands))
         write_tables(summarize(rows, [q["name"] for q in protocols]), out, header)
     except MwtError as e:
         print(f"error: {e}", file=sys.stderr)
