@@ -111,12 +111,13 @@ def _load_state(model: nn.Module, tensors: dict[str, torch.Tensor], where,
     from, never a ``load_state_dict`` traceback."""
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     own = model.state_dict()
-    for name, tensor in state.items():
-        if name in own and own[name].shape != tensor.shape:
+    for name, expected in own.items():  # the model's order: the same first mismatch whatever
+        tensor = state.get(name)         # order the file lists its tensors in
+        if tensor is not None and expected.shape != tensor.shape:
             source = described_by or "the model given"
             raise CheckpointError(
                 f"{source} does not describe the weights in {Path(where) / WEIGHTS}: "
-                f"{name} is {list(tensor.shape)} there but {list(own[name].shape)} in the "
+                f"{name} is {list(tensor.shape)} there but {list(expected.shape)} in the "
                 f"described model (was a file edited, or copied from another run?)")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
