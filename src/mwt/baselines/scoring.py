@@ -104,35 +104,33 @@ class CandidateScorer:
         and keep results for the search samples (never for other ``x``)."""
         use_cache = cache and x is None
         if self.scoring == "masked":
-            return self._masked(masks, targets, x, step, use_cache)
+            return target_logits(self.probe, self.structure, self.x if x is None else x, masks,
+                                 targets, self.batch_size, self.device, step)
         n = len(self.x if x is None else x)
         out = torch.empty(len(masks), n, dtype=torch.float32, device=self.device)
-        keys = [(int(t), m.cpu().numpy().tobytes()) for m, t in zip(masks, targets)]
         todo: dict[tuple[int, bytes], list[int]] = {}
-        for i, key in enumerate(keys):
+        for i, (m, t) in enumerate(zip(masks, targets)):
+            key = (int(t), m.cpu().numpy().tobytes())
             if use_cache and key in self._cache:
                 out[i] = self._cache[key]
                 self.hits += 1
             else:
                 todo.setdefault(key, []).append(i)
-        if step is not None and len(masks) - sum(len(v) for v in todo.values()):
-            step(len(masks) - sum(len(v) for v in todo.values()))
+        cached = len(masks) - sum(len(rows) for rows in todo.values())
+        if step is not None and cached:
+            step(cached)
         jobs = list(todo.items())
 
         def run(job):
             (target, _), rows = job
             return self.cut_logits(masks[rows[0]], target, x)
 
-        workers = min(self.workers, len(jobs)) if jobs else 1
-        with _torch_threads(self.threads // workers if workers > 1 else self.threads):
-            if workers > 1:
-                with ThreadPoolExecutor(workers) as pool:
-                    results = pool.map(run, jobs)
-                    for (key, rows), logit in zip(jobs, results):
-                        self._store(out, key, rows, logit, use_cache, step)
-            else:
-                for key, rows in jobs:
-                    self._store(out, key, rows, run((key, rows)), use_cache, step)
+        workers = max(1, min(self.workers, len(jobs)))
+        with _torch_threads(self.threads // workers if workers > 1 else self.threads), \
+                ThreadPoolExecutor(workers) as pool:
+            for (key, rows), logit in zip(jobs, pool.map(run, jobs) if workers > 1
+                                          else map(run, jobs)):
+                self._store(out, key, rows, logit, use_cache, step)
         return out
 
     def _store(self, out, key, rows, logit, use_cache, step) -> None:
@@ -142,10 +140,6 @@ class CandidateScorer:
         self.hits += len(rows) - 1  # duplicates within the call were run once
         if step is not None:
             step(len(rows))
-
-    def _masked(self, masks, targets, x, step, use_cache) -> torch.Tensor:
-        return target_logits(self.probe, self.structure, self.x if x is None else x, masks,
-                             targets, self.batch_size, self.device, step)
 
     def keep_only(self, masks: torch.Tensor, targets: torch.Tensor) -> None:
         """Forget every cached candidate but these (the next generation's survivors are among
