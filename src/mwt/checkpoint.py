@@ -141,6 +141,18 @@ def load_checkpoint_into(run_dir, model: nn.Module, optimizer, device,
     return info["epoch"], info["history"]
 
 
+def run_method(config: dict):
+    """The ``mwt.methods.Method`` a run's config says it trained with (runs from before methods
+    existed are MwT's); a damaged entry is a CheckpointError."""
+    from mwt.methods import method_of
+
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    try:
+        return method_of(train)
+    except MwtError as exc:
+        raise CheckpointError(f"the run's training method is damaged ({exc})") from exc
+
+
 def load_run(run_dir, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a registered model (standard or modular) from a run directory, with its weights."""
     from mwt.gates import make_modular
@@ -152,8 +164,8 @@ def load_run(run_dir, device: str | torch.device = "cpu") -> tuple[nn.Module, di
         raise CheckpointError(f"the run config in {run_dir} names {len(config['classes'])} "
                               f"classes for a model of {spec.num_classes}")
     model = spec.build()
-    if config.get("modular"):
-        model = make_modular(model)
+    if config.get("modular") and run_method(config).gated:
+        model = make_modular(model)  # a MODA run's model has no gates
     # The tensors are the truth: first the header that built the model, then its mirror.
     _load_state(model, tensors, run_dir, f"the header of {Path(run_dir) / WEIGHTS}")
     _check_mirror(run_dir, config)
@@ -189,5 +201,5 @@ def load_weights(model: nn.Module, run_dir) -> nn.Module:
     return model
 
 
-__all__ = ["save_checkpoint", "read_checkpoint", "load_checkpoint_into", "load_run",
+__all__ = ["run_method", "save_checkpoint", "read_checkpoint", "load_checkpoint_into", "load_run",
            "load_weights"]

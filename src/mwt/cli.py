@@ -5,17 +5,42 @@ import sys
 import warnings
 from pathlib import Path
 
-from mwt.config import DEMO, RunSpec, TrainConfig
+from mwt.config import DEMO, METHOD_NAMES, RunSpec, TrainConfig
 from mwt.errors import MwtError, MwtWarning
 
 # Each command imports what it needs when it runs, so that `mwt --help` answers at once.
 
 
+def _method_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> (key, value), the value read as an int, a float, true/false or text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    for kind in (int, float):
+        try:
+            return key.strip(), kind(value)
+        except ValueError:
+            pass
+    if value.lower() in ("true", "false"):
+        return key.strip(), value.lower() == "true"
+    return key.strip(), value
+
+
+def _options_dict(pairs) -> dict:
+    options = {}
+    for key, value in pairs:
+        if key in options:
+            raise MwtError(f"--method-option {key} is given twice")
+        options[key] = value
+    return options
+
+
 def _add_train(sub) -> None:
     run, cfg = RunSpec(), TrainConfig()  # the defaults shown here are theirs, written once
     p = sub.add_parser("train", help="train a modular (default) or standard model",
-                       description="Train a CNN with MwT's cohesion and coupling losses "
-                       "(or, with --standard, plain cross-entropy) and save a resumable run.")
+                       description="Train a CNN modular with a method (MwT's cohesion and "
+                       "coupling losses by default, NeMo or MODA with --method; or, with "
+                       "--standard, plain cross-entropy) and save a resumable run.")
     p.add_argument("--model", help=f"registered model (see `mwt models`; default {run.model})")
     p.add_argument("--dataset",
                    help=f"registered dataset (see `mwt datasets`; default {run.dataset})")
@@ -27,10 +52,20 @@ def _add_train(sub) -> None:
     p.add_argument("--standard", action="store_true", default=None,
                    help="train without gates (no MwT losses)")
     p.add_argument("--epochs", type=int, help=f"epochs (default {cfg.epochs})")
+    p.add_argument("--method", choices=list(METHOD_NAMES),
+                   help="modular training method: mwt (default; gates, cohesion + coupling), "
+                   "nemo (gates, contrastive loss) or moda (no gates; activations); see "
+                   "docs/methods.md")
+    p.add_argument("--method-option", dest="method_options", action="append", default=None,
+                   metavar="KEY=VALUE", type=_method_option,
+                   help="a hyper-parameter of the method besides alpha/beta (nemo: temperature, "
+                   "excluded_pairs; moda: gamma, min_fraction); repeat for several")
     p.add_argument("--alpha", type=float,
-                   help="cohesion loss weight (default: the paper's Table 1, else 0.5)")
+                   help="first loss weight: mwt cohesion (default: the paper's Table 1, else "
+                   "0.5), nemo contrastive (1.4), moda affinity (1.0)")
     p.add_argument("--beta", type=float,
-                   help="coupling loss weight (default: the paper's Table 1, else 1.5)")
+                   help="second loss weight: mwt coupling (default: the paper's Table 1, else "
+                   "1.5), moda dispersion (1.0); nemo has none")
     p.add_argument("--reduction", choices=["classes", "pairs"],
                    help="loss averaging: the paper's per-class form (default) or the reference "
                    "code's pairs")
@@ -67,8 +102,9 @@ def _add_train(sub) -> None:
 
 # The `mwt train` options that describe the run (RunSpec and TrainConfig fields, CLI switches).
 RUN_OPTIONS = ("model", "dataset", "data_dir", "download", "width", "standard", "epochs",
-               "alpha", "beta", "reduction", "lr", "weight_decay", "batch_size", "hflip",
-               "augment", "seed", "local_losses", "sync_bn", "track_modularity")
+               "method", "method_options", "alpha", "beta", "reduction", "lr", "weight_decay",
+               "batch_size", "hflip", "augment", "seed", "local_losses", "sync_bn",
+               "track_modularity")
 
 
 def cmd_train(args) -> int:
@@ -76,6 +112,8 @@ def cmd_train(args) -> int:
     from mwt.runs import train_run
 
     given = {k: getattr(args, k) for k in RUN_OPTIONS if getattr(args, k) is not None}
+    if "method_options" in given:
+        given["method_options"] = _options_dict(given["method_options"])
     if args.resume:
         changed = sorted(set(given) - {"epochs"})
         if changed:
@@ -92,7 +130,9 @@ def cmd_train(args) -> int:
     final = result.final
     spec = RunSpec.load(args.out)
     kind = "standard" if spec.standard else "modular"
-    line = f"{kind} {spec.model} on {spec.dataset}: test acc {final.get('test_acc', 0):.4f}"
+    line = f"{kind} {spec.model} on {spec.dataset}"
+    line += "" if spec.standard else f" ({spec.train.method})"
+    line += f": test acc {final.get('test_acc', 0):.4f}"
     if "test_kernel_rate" in final:
         line += f", kernel rate {final['test_kernel_rate']:.4f}"
     print(f"{line}; run saved in {args.out}")
@@ -109,7 +149,7 @@ def cmd_modularize(args) -> int:
                           device=init_from_env(args.device), batch_size=args.batch_size)
     if not is_main():
         return 0
-    print(f"modules of {args.run} at tau {mods.tau}: KRR {mods.krr:.4f}, "
+    print(f"{mods.method} modules of {args.run} at tau {mods.tau}: KRR {mods.krr:.4f}, "
           f"cohesion {mods.cohesion:.4f}, coupling {mods.coupling:.4f}")
     print(f"{'class':<4} {'name':<16} {'kernels':>8} {'share':>7}")
     for i, name in enumerate(mods.classes):
@@ -141,7 +181,10 @@ def cmd_reuse(args) -> int:
           f"({r['macs_ratio']:.2%})")
     print(f"  parameters     {r['params']:,} of {r['params_full']:,} ({r['params_ratio']:.2%})")
     line = f"  test accuracy  {r['acc_before_finetune']['test']:.4f} before fine-tuning"
-    if r["acc_after_finetune"]["test"] is not None:
+    if r["composition"] == "rows":
+        line = (f"  test accuracy  {r['acc_before_finetune']['test']:.4f} (the target classes' "
+                "rows, no fine-tuning)")
+    elif r["acc_after_finetune"]["test"] is not None:
         line += f", {r['acc_after_finetune']['test']:.4f} after {r['epochs']} epochs"
     print(line)
     if args.compare:
@@ -401,7 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tau", type=float, default=None,
                    help="which module set to use when the run has several (see `mwt modularize`)")
     p.add_argument("--out", default=None, help="directory to save the module in")
-    p.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="fine-tuning epochs (default 5; a MODA run's modules take none: they "
+                   "keep the target classes' rows of the last layer instead of a new head)")
     p.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate")
     gates = p.add_mutually_exclusive_group()
     gates.add_argument("--keep-gates", action="store_true",

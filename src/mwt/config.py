@@ -13,7 +13,9 @@ from pathlib import Path
 from mwt.checks import is_int, is_real
 from mwt.errors import CheckpointError, MwtError
 
-REDUCTIONS = ("classes", "pairs")  # the paper's per-class form, the reference code's pairs
+REDUCTIONS = ("classes", "pairs")
+# The training methods of mwt.methods, named here for the CLI without importing torch.
+METHOD_NAMES = ("mwt", "nemo", "moda")  # the paper's per-class form, the reference code's pairs
 
 # Table 1 of the paper: (alpha, beta) per model and dataset; others use DEFAULT_ALPHA_BETA.
 PAPER_ALPHA_BETA = {
@@ -67,6 +69,11 @@ class TrainConfig:
     # After each epoch, Jaccard cohesion/coupling, KRR and kernel rate of this many training
     # images (a fixed sample) go into metrics.jsonl as track_* keys (mwt.tracking); 0: off.
     track_modularity: int = 0
+    # The modular training method (mwt.methods: "mwt", "nemo", "moda") and its own
+    # hyper-parameters besides alpha / beta (e.g. {"temperature": 0.2}); a model without gates
+    # trained with a gated method (mwt, nemo) is standard training.
+    method: str = "mwt"
+    method_options: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         """One clear error for the first bad field, before any work starts."""
@@ -96,6 +103,10 @@ class TrainConfig:
                                f"and {self.beta!r}")
         if self.reduction not in REDUCTIONS:
             raise MwtError(f"reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
+        method = self.training_method()
+        method.check_weights(self.alpha, self.beta)
+        if method.name != "mwt" and self.reduction != "classes":
+            raise MwtError(f"reduction is an MwT option; {method.name} has its own loss form")
         if self.crop_padding is not None and (not is_int(self.crop_padding)
                                               or not 0 <= self.crop_padding <= 64):
             raise MwtError(f"crop padding must be an integer from 0 to 64, got "
@@ -111,10 +122,16 @@ class TrainConfig:
         if not is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
             raise MwtError(f"seed must be an integer from 0 to 2**63 - 1, got {self.seed!r}")
 
+    def training_method(self):
+        """The ``mwt.methods.Method`` this config names, its options checked."""
+        from mwt.methods import get_method
+
+        return get_method(self.method, self.method_options)
+
     def resolved(self, model: str | None, dataset: str | None, augmentation) -> "TrainConfig":
-        """A copy with every None decided: Table 1 alpha/beta, and ``augmentation`` (an
-        ``mwt.data.Augmentation``) for the crop padding and flips."""
-        alpha, beta = default_alpha_beta(model, dataset)
+        """A copy with every None decided: the method's alpha/beta (MwT: Table 1), and
+        ``augmentation`` (an ``mwt.data.Augmentation``) for the crop padding and flips."""
+        alpha, beta = self.training_method().default_weights(model, dataset)
         done = replace(self,
                        alpha=alpha if self.alpha is None else self.alpha,
                        beta=beta if self.beta is None else self.beta,
@@ -189,6 +206,9 @@ class RunSpec:
             raise MwtError("standard and download must be true or false")
         if not isinstance(self.data_dir, (str, type(None))):
             raise MwtError(f"data_dir must be a path, got {self.data_dir!r}")
+        if self.standard and self.train.method != "mwt":
+            raise MwtError(f"a standard run trains without a method; drop --method "
+                           f"{self.train.method} or --standard")
         import torch
 
         from mwt.models import create_model

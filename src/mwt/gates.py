@@ -179,6 +179,24 @@ def gateable_layers(model: nn.Module) -> list[GatedLayer]:
     return [_gated_layer(gm, conv, bn) for conv, bn in gated_conv_pairs(gm)]
 
 
+def add_return_masks_argument(graph: fx.Graph) -> fx.Node:
+    """Give a traced forward the ``return_masks=False`` argument; returns its node."""
+    first_body = next(n for n in graph.nodes if n.op != "placeholder")
+    with graph.inserting_before(first_body):
+        return graph.placeholder("return_masks", default_value=False)
+
+
+def return_signals(graph: fx.Graph, signals: list[fx.Node], return_masks: fx.Node) -> None:
+    """Make the graph return ``(logits, signals)`` when its ``return_masks`` is true (the
+    protocol of modular models and of every method's signal view), then lint it."""
+    output = next(n for n in graph.nodes if n.op == "output")
+    (result,) = output.args
+    with graph.inserting_before(output):
+        selected = graph.call_function(select_output, (result, signals, return_masks))
+    output.args = (selected,)
+    graph.lint()
+
+
 def make_modular(model: nn.Module) -> fx.GraphModule:
     """Return a modular copy of ``model``: a gate after every conv's BN except the first conv.
 
@@ -194,10 +212,7 @@ def make_modular(model: nn.Module) -> fx.GraphModule:
     if not pairs:
         raise MwtError("MwT needs at least two Conv2d+BatchNorm2d layers (the first is not gated)")
 
-    first_body = next(n for n in graph.nodes if n.op != "placeholder")
-    with graph.inserting_before(first_body):
-        return_masks = graph.placeholder("return_masks", default_value=False)
-
+    return_masks = add_return_masks_argument(graph)
     pooled: dict[fx.Node, fx.Node] = {}
     masks, layers = [], []
     for conv_node, bn_node in pairs:
@@ -216,12 +231,7 @@ def make_modular(model: nn.Module) -> fx.GraphModule:
         masks.append(mask)
         layers.append(layer)
 
-    output = next(n for n in graph.nodes if n.op == "output")
-    (result,) = output.args
-    with graph.inserting_before(output):
-        selected = graph.call_function(select_output, (result, masks, return_masks))
-    output.args = (selected,)
-    graph.lint()
+    return_signals(graph, masks, return_masks)
     modular = fx.GraphModule(gm, graph, class_name=f"Modular{type(model).__name__}")
     modular.train(model.training)
     return set_mwt_info(modular, MwtInfo(spec=mwt_info(model).spec, layers=tuple(layers)))

@@ -32,6 +32,16 @@ def _layers(masks) -> list[torch.Tensor]:
     return layers
 
 
+def check_signals(masks, labels: torch.Tensor) -> list[torch.Tensor]:
+    """The layers of a batch of signals (a [B, K] tensor or a list of [B, K_l] tensors),
+    checked against its labels: what every method's loss takes."""
+    layers = _layers(masks)
+    if labels.dim() != 1 or labels.numel() != layers[0].shape[0]:
+        raise MwtError(f"labels must be a 1-D tensor of {layers[0].shape[0]} class ids, got "
+                       f"shape {tuple(labels.shape)}")
+    return layers
+
+
 def _check(labels: torch.Tensor, reduction: str, batch: int) -> None:
     if reduction not in REDUCTIONS:
         raise MwtError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")

@@ -29,13 +29,15 @@ class GatedLayer:
 @dataclass(frozen=True)
 class ModuleInfo:
     """What an extracted module is: the gated kernels it keeps, out of how many, how its gates
-    were treated, and (once known) the shape of one input sample."""
+    were treated, (once known) the shape of one input sample, and which output rows it keeps."""
 
     kernels: tuple[int, ...]
     total_kernels: int
     keep_gates: bool = False
     fold_gates: bool = False
     input_shape: tuple[int, ...] | None = None
+    # The last Linear's rows it keeps (MODA's composition, mwt.output_rows); None: all of them.
+    output_classes: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from decimal import Decimal
-from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -29,36 +28,29 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mwt import distributed as dist
+from mwt.checks import short_repr as _short
 from mwt.data import as_tensors
 from mwt.errors import CheckpointError, MwtError, MwtWarning
 from mwt.gates import gateable_layers, is_modular
 from mwt.inference import batches, evaluating
 from mwt.io import read_artifact, read_json, write_artifact
+from mwt.methods import METHODS as TRAINING_METHODS
+from mwt.methods import get_method
 from mwt.metrics import jaccard_cohesion, jaccard_coupling, kernel_retention_rate
 from mwt.model_info import model_config
+from mwt.rules import check_tau, module_masks
 
-TAU_STEP = Fraction(1, 20)  # 0.05, exactly
 FORMAT = "mwt-modules/1"
 STEM_PREFIX = "modules-tau"
 LEGACY_STEM = "modules"  # the single module set of a directory written by older versions
-# How a set's masks were found: MwT's tau rule, or a baseline saved as ``modules-<method>.*``.
-METHODS = ("mwt", "cnnsplitter")
+# How a set's masks were found: a training method's rule with a tau (``mwt.methods``), or a
+# search without one saved as ``modules-<method>.*``.
+TAU_METHODS = tuple(TRAINING_METHODS)
+SEARCH_METHODS = ("cnnsplitter",)
+METHODS = TAU_METHODS + SEARCH_METHODS
 # A module set whose KRR, or one of whose modules, reaches this share of the kernels is degenerate.
 NEARLY_ALL = 0.95
 TENSORS = ("masks", "frequencies", "gate_means", "counts", "layer_tau")
-
-
-def check_tau(tau) -> float:
-    """``tau`` as a float, or a clear error unless it is a real number (not a bool) in (0, 1]."""
-    if isinstance(tau, bool) or not isinstance(tau, numbers.Real):
-        raise MwtError(f"tau must be a number in (0, 1], got {_short(tau)}")
-    try:
-        value = float(tau)
-    except (OverflowError, ValueError, TypeError):
-        value = math.nan
-    if not (math.isfinite(value) and 0 < value <= 1):
-        raise MwtError(f"tau must lie in (0, 1], got {_short(tau)}")
-    return value
 
 
 def check_batch_size(batch_size) -> int:
@@ -66,11 +58,6 @@ def check_batch_size(batch_size) -> int:
             or batch_size < 1:
         raise MwtError(f"batch_size must be a positive integer, got {_short(batch_size)}")
     return int(batch_size)
-
-
-def _short(value, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def module_set_stem(tau) -> str:
@@ -92,9 +79,9 @@ def _tau_text(tau) -> str:
 
 def method_set_stem(method: str) -> str:
     """The file stem of a set found by a method without a tau: ``modules-cnnsplitter``."""
-    if method not in METHODS or method == "mwt":
+    if method not in SEARCH_METHODS:
         raise MwtError(f"unknown module-set method {_short(method)}; known: "
-                       f"{', '.join(m for m in METHODS if m != 'mwt')}")
+                       f"{', '.join(SEARCH_METHODS)}")
     return f"{LEGACY_STEM}-{method}"
 
 
@@ -134,7 +121,7 @@ def list_module_sets(directory) -> dict[float | str, Path]:
             continue
         if module_set_stem(tau) == path.stem:
             found[tau] = path
-    others = {m: directory / f"{method_set_stem(m)}.json" for m in METHODS if m != "mwt"}
+    others = {m: directory / f"{method_set_stem(m)}.json" for m in SEARCH_METHODS}
     return {**dict(sorted(found.items())), **{m: p for m, p in others.items() if p.is_file()}}
 
 
@@ -177,13 +164,16 @@ def class_ids(classes, names: list[str]) -> list[int]:
 class ModuleSet:
     """Per-class kernel masks of a modular model, with the figures of paper Table 2.
 
-    ``method`` says how the masks were found: ``"mwt"`` (the tau rule of section 3.3) or a
-    baseline such as ``"cnnsplitter"`` (``mwt.baselines``), whose set has no tau (``None``).
+    ``method`` says how the masks were found: a training method's rule at ``tau`` (``"mwt"``,
+    the tau rule of section 3.3, also NeMo's; ``"moda"``, its activation-rate rule; see
+    ``mwt.rules``), or a search such as ``"cnnsplitter"`` (``mwt.baselines``), whose set has no
+    tau (``None``). How a sub-task module is composed from it follows the method
+    (``mwt.methods``: a new head and fine-tuning, or MODA's target rows).
     """
 
     masks: torch.Tensor            # bool [N, K]: module c keeps kernel k
     layers: list[tuple[str, int]]  # (conv name, kernels) per gated layer, in mask order
-    tau: float | None              # None for a set of another method than MwT's
+    tau: float | None              # None for a set found by a search (CNNSplitter)
     frequencies: torch.Tensor      # float [N, K]: share of class-c samples using kernel k
     gate_means: torch.Tensor       # float [N, K]: mean gate value over class-c samples
     counts: torch.Tensor           # int [N]: training samples per class
@@ -209,7 +199,9 @@ class ModuleSet:
     def stem(self) -> str:
         """The file stem this set is saved under (``modules-tau0.90`` for tau 0.9,
         ``modules-cnnsplitter`` for a CNNSplitter set)."""
-        return module_set_stem(self.tau) if self.method == "mwt" else method_set_stem(self.method)
+        if self.method in TAU_METHODS:
+            return module_set_stem(self.tau)
+        return method_set_stem(self.method)
 
     def class_ids(self, classes) -> list[int]:
         """Class ids from ids or names; a bad one is a clear error."""
@@ -260,7 +252,7 @@ class ModuleSet:
         if not directory.is_dir():
             raise CheckpointError(f"{directory} is not a directory")
         sets = list_module_sets(directory)
-        if method is not None and method != "mwt":
+        if method is not None and method not in TAU_METHODS:
             if tau is not None:
                 raise MwtError(f"a {method} module set has no tau; give tau or method, not both")
             stem = method_set_stem(method)
@@ -294,7 +286,7 @@ class ModuleSet:
             raise CheckpointError(f"{where} carries no SHA-256 of its tensor file, so the tensors "
                                   "cannot be verified; modularize again")
         fields = _validated(meta, tensors, where)
-        if fields["method"] != "mwt":
+        if fields["method"] not in TAU_METHODS:
             if method_set_stem(fields["method"]) != stem:
                 raise CheckpointError(f"{where} records method {fields['method']!r}, which does "
                                       "not match its file name; it was renamed or edited")
@@ -316,7 +308,7 @@ def _validated(meta: dict, t: dict, where: Path) -> dict:
     method = meta.get("method", "mwt")  # sets written before methods existed are MwT's
     if method not in METHODS:
         raise bad(f"'method' must be one of {', '.join(METHODS)}, got {_short(method)}")
-    if method != "mwt":
+    if method in SEARCH_METHODS:
         if meta["tau"] is not None:
             raise bad(f"a {method} set has no tau, but 'tau' is {_short(meta['tau'])}")
         tau = None
@@ -461,73 +453,6 @@ def _total_kernels(model: nn.Module) -> int:
     return sum(k for _, k in _layer_sizes(model))
 
 
-def _tau_steps(tau: float) -> list[Fraction]:
-    """tau - 0.05 j for j = 0, 1, ... while positive, exactly (tau read as its shortest decimal)."""
-    exact = Fraction(Decimal(repr(tau)))
-    count = -(-exact // TAU_STEP)  # ceil(tau / 0.05): the number of positive steps
-    return [exact - j * TAU_STEP for j in range(count)]
-
-
-def module_masks(frequencies: torch.Tensor, layer_sizes: list[int], tau: float):
-    """Each class's module: kernels whose relevance frequency reaches tau, layer by layer.
-
-    ``frequencies`` [N, K] (in [0, 1]) holds, for class c and kernel k, the share of class-c
-    samples that find k relevant; ``layer_sizes`` splits the K kernels into the gated layers.
-    Returns (bool masks [N, K], the tau each (class, layer) used [N, L], in the dtype of
-    ``frequencies``). For class c and layer l, with best = the layer's highest frequency:
-
-    - the steps are tau - 0.05 j for j = 0, 1, 2, ... while positive, computed exactly (tau is
-      read as the shortest decimal of its float, so 0.9 steps 0.9, 0.85, ..., 0.05);
-    - the layer's tau is the first (largest) step that best reaches; if best reaches none (it is
-      below the smallest positive step), the layer's tau is best itself;
-    - kernel k is kept iff freq[c, k] >= the layer's tau. So the best kernel is always kept and a
-      kernel of frequency 0 never is;
-    - a layer that no class-c sample uses at all (best == 0) keeps exactly its first kernel, so the
-      module still carries a signal there; its tau is recorded as 0.
-
-    "Reaches" compares the frequency with the step rounded to the dtype of ``frequencies``: a
-    frequency computed as count / n (correctly rounded, as :func:`modularize` computes it) that
-    is mathematically equal to or above a step always reaches it (27/30 reaches 0.9 in float32),
-    and one below it never does in float32 while n stays below about 400,000 for a tau that is a
-    multiple of 0.05 (80,000 for a multiple of 0.01); beyond that the two could round together.
-    """
-    tau = check_tau(tau)
-    if not isinstance(frequencies, torch.Tensor) or not frequencies.is_floating_point() \
-            or frequencies.dim() != 2:
-        raise MwtError("frequencies must be a 2-D float tensor [classes, kernels]")
-    if not bool(((frequencies >= 0) & (frequencies <= 1)).all()):
-        raise MwtError("frequencies must lie in [0, 1] (and not be NaN)")
-    sizes = list(layer_sizes)
-    if not sizes or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1
-                        for s in sizes):
-        raise MwtError(f"layer_sizes must be positive kernel counts, got {_short(layer_sizes)}")
-    if sum(sizes) != frequencies.shape[1]:
-        raise MwtError(f"layer_sizes add up to {sum(sizes)} kernels but frequencies has "
-                       f"{frequencies.shape[1]}")
-    steps = torch.tensor([float(s) for s in _tau_steps(tau)], dtype=torch.float64)
-    steps = steps.to(device=frequencies.device, dtype=frequencies.dtype)
-    steps = steps[steps > 0]  # a step below the dtype's resolution would keep everything
-    masks, used = [], []
-    for block in torch.split(frequencies, [int(s) for s in sizes], dim=1):
-        best = block.amax(dim=1)
-        reached = best[:, None] >= steps[None, :]  # [N, steps], decreasing steps
-        if steps.numel():
-            first = reached.to(torch.uint8).argmax(dim=1)  # the first step reached
-            layer_tau = torch.where(reached.any(dim=1), steps[first], best)
-        else:
-            layer_tau = best.clone()
-        keep = block >= layer_tau[:, None]
-        # A layer no sample of the class ever uses still needs one kernel to carry a signal.
-        unused = best <= 0
-        if bool(unused.any()):
-            keep[unused] = False
-            keep[unused, 0] = True
-            layer_tau[unused] = 0
-        masks.append(keep)
-        used.append(layer_tau)
-    return torch.cat(masks, dim=1), torch.stack(used, dim=1)
-
-
 def _degenerate(sets: torch.Tensor, masks: torch.Tensor, layers: list[tuple[str, int]],
                 names: list[str]) -> list[str]:
     """One-sentence warnings about gates that make the modules meaningless (none if fine)."""
@@ -554,8 +479,12 @@ def _degenerate(sets: torch.Tensor, masks: torch.Tensor, layers: list[tuple[str,
 
 
 def modularize(model: nn.Module, train_data, tau: float = 0.9, *, batch_size: int = 1024,
-               device=None, classes: list[str] | None = None) -> ModuleSet:
+               device=None, classes: list[str] | None = None, method=None) -> ModuleSet:
     """Compute every class's module (paper 3.3) and the KRR / cohesion / coupling of Table 2.
+
+    ``method``: the training method whose rule keeps units (``mwt.methods``; a name, an object
+    or None for MwT's tau rule). tau is its threshold: MwT's and NeMo's tau, MODA's activation
+    rate threshold.
 
     ``train_data``: the *training* split, as ``(X, y)`` tensors, a Dataset or a DataLoader; it is
     used as given (eval mode, no augmentation). A standard model is modularized the same way with
@@ -564,6 +493,9 @@ def modularize(model: nn.Module, train_data, tau: float = 0.9, *, batch_size: in
     """
     tau = check_tau(tau)
     batch_size = check_batch_size(batch_size)
+    method = get_method(method)
+    if not method.gated and is_modular(model):
+        raise MwtError(f"{method.name} modularizes a model without gates, and this one has gates")
     if classes is not None:
         try:
             names = [] if isinstance(classes, str) else list(classes)
@@ -585,7 +517,7 @@ def modularize(model: nn.Module, train_data, tau: float = 0.9, *, batch_size: in
     onehot = F.one_hot(labels, num_classes).float()
     frequencies = (onehot.T @ sets.float()) / counts[:, None]
     layers = _layer_sizes(model)
-    masks, layer_tau = module_masks(frequencies, [k for _, k in layers], tau)
+    masks, layer_tau = method.unit_masks(frequencies, [k for _, k in layers], tau)
     t1 = time.perf_counter()
     cohesion = jaccard_cohesion(sets, labels, module_masks=masks)
     coupling = jaccard_coupling(masks)
@@ -600,7 +532,7 @@ def modularize(model: nn.Module, train_data, tau: float = 0.9, *, batch_size: in
                      classes=names, cohesion=float(cohesion), coupling=float(coupling),
                      krr=kernel_retention_rate(masks), seconds=seconds,
                      model={**model_config(model), "modular": is_modular(model)},
-                     warnings=notes)
+                     warnings=notes, method=method.name)
 
 
 __all__ = ["ModuleSet", "modularize", "module_masks", "collect_kernel_sets", "module_set_stem",

@@ -31,6 +31,7 @@ from mwt.io import (
 )
 from mwt.model_info import mwt_info, update_mwt_info
 from mwt.models import ModelSpec
+from mwt.output_rows import keep_output_rows
 from mwt.reuse import ReusedModule
 
 FORMAT = "mwt-module/1"
@@ -39,11 +40,14 @@ EXPORT_FORMATS = {"pt2": ".pt2", "onnx": ".onnx", "torchscript": ".pt"}
 
 
 def _parts(module: nn.Module):
-    """(extracted graph module, head classes or None) of a module we can describe."""
+    """(extracted graph module, its composition, head classes or None) of a module we can
+    describe: ``"head"`` (a ReusedModule with a new head), ``"rows"`` (a ReusedModule whose
+    module keeps the target classes' output rows) or ``"none"`` (an extracted module)."""
     if isinstance(module, ReusedModule):
-        return module.module, module.classes
+        composition = module.composition
+        return module.module, composition, module.classes if composition == "head" else None
     if mwt_info(module).module is not None:
-        return module, None
+        return module, "none", None
     raise MwtError("save_module takes a module from mwt.extract_module or mwt.reuse")
 
 
@@ -56,7 +60,7 @@ def module_input_shape(module: nn.Module) -> tuple[int, ...] | None:
 
 def save_module(module: nn.Module, path, input_shape=None, extra: dict | None = None) -> Path:
     """Write ``module.safetensors`` + ``module.json`` into directory ``path``."""
-    graph_module, head = _parts(module)
+    graph_module, composition, head = _parts(module)
     info = mwt_info(graph_module)
     if info.spec is None:
         raise MwtError("only modules of registered models can be saved as files; for your own "
@@ -69,7 +73,9 @@ def save_module(module: nn.Module, path, input_shape=None, extra: dict | None = 
         "base": info.spec.to_dict(),
         "kernels": list(cut.kernels), "total_kernels": cut.total_kernels,
         "keep_gates": cut.keep_gates, "fold_gates": cut.fold_gates,
-        "head_classes": head, "input_shape": list(shape) if shape else None,
+        "head_classes": head, "composition": composition,
+        "output_classes": list(cut.output_classes) if cut.output_classes is not None else None,
+        "input_shape": list(shape) if shape else None,
         "report": _jsonable(getattr(module, "report", {})), **(extra or {}),
     }
     write_artifact(path, "module", module.state_dict(), description)
@@ -175,6 +181,18 @@ def load_module(path) -> nn.Module:
         head = _int_list(head, "head_classes", path, 0, n)
         if len(head) < 2:
             raise _fail(path, "head_classes needs at least two classes")
+    rows = meta.get("output_classes")
+    if rows is not None:
+        rows = _int_list(rows, "output_classes", path, 0, n)
+        if len(rows) < 2:
+            raise _fail(path, "output_classes needs at least two classes")
+    # Files from before compositions were recorded: a head, or a bare extracted module.
+    composition = meta.get("composition", "head" if head is not None else "none")
+    wanted = {"head": (True, False), "rows": (False, True), "none": (False, None)}
+    if composition not in wanted or (head is not None) != wanted[composition][0] or (
+            wanted[composition][1] is not None and (rows is not None) != wanted[composition][1]):
+        raise _fail(path, f"its composition {composition!r} does not match its head_classes "
+                          "and output_classes")
     flags = {k: meta.get(k) for k in ("keep_gates", "fold_gates")}
     if not all(isinstance(v, bool) for v in flags.values()) or all(flags.values()):
         raise _fail(path, "keep_gates and fold_gates must be true/false, not both true")
@@ -187,9 +205,13 @@ def load_module(path) -> nn.Module:
                                 keep_gates=flags["keep_gates"])
         update_mwt_info(module, module=replace(mwt_info(module).module, input_shape=shape,
                                                fold_gates=flags["fold_gates"]))
-        if head is not None:
+        if rows is not None:
+            keep_output_rows(module, rows)
+        if composition != "none":
             report = meta.get("report", {})
-            module = ReusedModule(module, n, head, report if isinstance(report, dict) else {})
+            module = ReusedModule(module, n, head if head is not None else rows,
+                                  report if isinstance(report, dict) else {},
+                                  head=composition == "head")
         module.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError, MwtError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,5 +1,9 @@
 """On-demand reuse (paper section 3.4): a mixed module for M classes with a new N -> M head.
 
+How a sub-task module is composed is the module set's method's (``mwt.methods``): MwT and NeMo
+(and CNNSplitter's sets) give it a new head and fine-tune it, as below; MODA keeps the target
+classes' rows of the last layer (``mwt.output_rows``) and does not fine-tune.
+
 The mixed module keeps the union of the target classes' kernels and the original N-way output;
 a randomly initialised head (ReLU, then Linear N -> M) maps it to the sub-task, and the whole
 sub-model is fine-tuned for a few epochs on the original training samples of those classes. The
@@ -26,11 +30,14 @@ from mwt.extract import extract_module, kernel_share
 from mwt.gates import count_gated_kernels
 from mwt.inference import batches, evaluating, recalibrate_batchnorm
 from mwt.macs import count_macs
+from mwt.methods import METHODS
 from mwt.model_info import mwt_info, update_mwt_info
 from mwt.modularize import ModuleSet
+from mwt.output_rows import keep_output_rows
 from mwt.train import resolve_augmentation, steps_per_epoch, train
 
 MIN_FINETUNE_STEPS = 100
+DEFAULT_FINETUNE_EPOCHS = 5
 CHANCE_MARGIN = 0.05
 
 
@@ -42,10 +49,12 @@ class ReusedModule(nn.Module):
     """
 
     def __init__(self, module: nn.Module, num_outputs: int, classes: list[int],
-                 report: dict | None = None):
+                 report: dict | None = None, head: bool = True):
         super().__init__()
         self.module = module
-        self.head = nn.Sequential(nn.ReLU(), nn.Linear(num_outputs, len(classes)))
+        # head=False: ``module`` already returns the M classes' logits (MODA's rows).
+        self.head = nn.Sequential(nn.ReLU(), nn.Linear(num_outputs, len(classes))) if head \
+            else None
         self.classes = list(classes)  # original class id of each output
         self.report: dict = dict(report or {})
 
@@ -54,8 +63,13 @@ class ReusedModule(nn.Module):
         info = mwt_info(self.module).module
         return info.input_shape if info is not None else None
 
+    @property
+    def composition(self) -> str:
+        return "head" if self.head is not None else "rows"
+
     def forward(self, x):
-        return self.head(self.module(x))
+        out = self.module(x)
+        return self.head(out) if self.head is not None else out
 
 
 def check_finetune_options(epochs, lr, batch_size: int = 128, round_kernels=None,
@@ -134,7 +148,14 @@ def _split(x, y, fraction: float, seed: int):
     return (x[tr], y[tr]), (x[val], y[val])
 
 
-def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int = 5,
+def composition_of(mods: ModuleSet) -> str:
+    """How a sub-task module of ``mods`` is composed: its training method's way (``"head"`` or
+    ``"rows"``); a search's set (CNNSplitter) gets a head."""
+    method = METHODS.get(mods.method)
+    return method.composition if method is not None else "head"
+
+
+def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int | None = None,
           test_data=None, val_fraction: float = 0.1, keep_gates: bool = False,
           fold_gates: bool = False, lr: float = 0.01, batch_size: int = 128, seed: int = 0,
           device=None, progress: bool = False, verbose: bool = False,
@@ -142,6 +163,9 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
           min_steps: int = MIN_FINETUNE_STEPS, round_kernels: int | None = None,
           cosine_span: float = 1.0, recalibrate_bn: bool = False) -> ReusedModule:
     """Build and fine-tune the sub-model for ``classes`` (ids or names); see module docstring.
+
+    ``epochs``: fine-tuning epochs (default 5; a MODA set's module is never fine-tuned and
+    takes none: its last layer keeps the target classes' rows instead of a new head).
 
     Returns a ``ReusedModule`` whose ``report`` holds the kernel share, MACs and parameters
     against the full model, and its accuracy before (the module's N-way logits restricted to the
@@ -165,6 +189,12 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
     if len(ids) < 2:
         raise MwtError("reuse needs at least two classes (a sub-task with one class has nothing "
                        "to classify)")
+    composition = composition_of(mods)
+    if epochs is None:
+        epochs = DEFAULT_FINETUNE_EPOCHS if composition == "head" else 0
+    if composition == "rows" and epochs != 0:
+        raise MwtError(f"{mods.method} modules are used without fine-tuning (the last layer keeps "
+                       "the target classes' rows; there is no new head); leave epochs unset")
     check_finetune_options(epochs, lr, batch_size, round_kernels, cosine_span)
     device = resolve_device(device)
     model = model.to(device).eval()
@@ -173,13 +203,16 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
     gate_values = mods.gate_means_for(ids) if fold_gates else None
     module = extract_module(model, kernels, keep_gates=keep_gates, fold_gates=fold_gates,
                             gate_values=gate_values)
+    if composition == "rows":
+        keep_output_rows(module, ids)
     x, y = select_classes(train_data, ids)
     input_shape = tuple(int(v) for v in x.shape[1:])
     update_mwt_info(module, module=replace(mwt_info(module).module, input_shape=input_shape))
     spec = mwt_info(model).spec
     num_outputs = spec.num_classes if spec is not None else mods.num_classes
     torch.manual_seed(seed)
-    sub = ReusedModule(module, num_outputs, ids).to(device)
+    sub = ReusedModule(module, num_outputs, ids, head=composition == "head").to(device)
+    rows = ids if composition == "head" else None  # the N-way logits to restrict, if any
 
     if not isinstance(recalibrate_bn, bool):
         raise MwtError(f"recalibrate_bn must be true or false, got {recalibrate_bn!r}")
@@ -187,8 +220,8 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
     if recalibrate_bn:
         recalibrate_batchnorm(module, fit[0])
     test = select_classes(test_data, ids) if test_data is not None else None
-    before = {"val": subtask_accuracy(module, val, ids) if len(val[1]) else None,
-              "test": subtask_accuracy(module, test, ids) if test is not None else None}
+    before = {"val": subtask_accuracy(module, val, rows) if len(val[1]) else None,
+              "test": subtask_accuracy(module, test, rows) if test is not None else None}
     aug = resolve_augmentation(augment, train_data, x.shape)
     options = {"crop_padding": aug.crop_padding, "hflip": aug.hflip and hflip is not False}
     history, ran = [], 0
@@ -209,6 +242,7 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
     params_full = sum(p.numel() for p in full.parameters())
     params_sub = sum(p.numel() for p in sub.parameters())
     sub.report = {
+        "method": mods.method, "composition": composition,
         "classes": ids,
         "class_names": [mods.classes[i] for i in ids] if mods.classes else [],
         "kernel_share": kernel_share(module),

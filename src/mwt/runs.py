@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from mwt import distributed as dist
-from mwt.checkpoint import WEIGHTS, load_run
+from mwt.checkpoint import WEIGHTS, load_run, run_method
 from mwt.config import RunSpec, make_config
 from mwt.data import ImageData, load_dataset
 from mwt.data.augment import Augmentation
@@ -55,7 +55,7 @@ def train_run(out, spec: RunSpec | None = None, *, resume: bool = False, device=
     test_data = load_dataset(spec.dataset, "test", spec.data_dir, download=spec.download)
     torch.manual_seed(spec.train.seed)
     net = create_model(spec.model, train_data.num_classes, train_data.in_channels, spec.width)
-    if not spec.standard:
+    if not spec.standard and spec.train.training_method().gated:
         net = make_modular(net)
     info = {"dataset": train_data.name, "classes": list(train_data.classes),
             "mean": list(train_data.mean), "std": list(train_data.std), "run": spec.to_dict()}
@@ -90,7 +90,8 @@ def _check_run(run_dir) -> Path:
 
 def modularize_run(run_dir, tau: float = 0.9, *, data_dir=None, device=None,
                    batch_size: int = 1024) -> ModuleSet:
-    """Modularize a trained run on its training split and save the modules next to it.
+    """Modularize a trained run on its training split, by the rule of the method it trained
+    with (a standard run: MwT's), and save the modules next to it.
 
     Module sets of different tau live side by side (``modules-tau0.90.*``); the run is locked
     while this works, so a training resume cannot change the weights under it.
@@ -107,7 +108,8 @@ def modularize_run(run_dir, tau: float = 0.9, *, data_dir=None, device=None,
         model, config = load_run(run_dir, device)
         data = run_dataset(config, "train", data_dir)
         mods = modularize(model, data, tau, batch_size=batch_size, device=device,
-                          classes=config.get("classes"))
+                          classes=config.get("classes"),
+                          method=run_method(config) if config.get("modular") else None)
         if dist.is_main():
             mods.save(run_dir)
     return mods
@@ -119,18 +121,22 @@ def load_modules(run_dir, tau: float | None = None) -> ModuleSet:
     return ModuleSet.load(run_dir, None if tau is None else check_tau(tau))
 
 
-def reuse_run(run_dir, classes, out=None, *, tau: float | None = None, epochs: int = 5,
+def reuse_run(run_dir, classes, out=None, *, tau: float | None = None,
+              epochs: int | None = None,
               data_dir=None, device=None, keep_gates: bool = False, fold_gates: bool = False,
               lr: float = 0.01, seed: int = 0, verbose: bool = True,
               compare=None, round_kernels: int | None = None, cosine_span: float = 1.0,
               recalibrate_bn: bool = False) -> ReusedModule:
     """Fine-tune the mixed module of ``classes`` from a modularized run; save it to ``out``.
+    ``epochs``: see ``mwt.reuse`` (None: 5, or none for a MODA run's module, which keeps the
+    target classes' rows instead of a new head).
 
     Fine-tuning augments as the run trained (:func:`run_augmentation`). ``compare``: another
     run (e.g. the standard model) whose accuracy on the same sub-task is added to the report as
     ``compare_acc``. Everything is checked before fine-tuning starts.
     """
-    check_finetune_options(epochs, lr, round_kernels=round_kernels, cosine_span=cosine_span)
+    check_finetune_options(0 if epochs is None else epochs, lr, round_kernels=round_kernels,
+                           cosine_span=cosine_span)
     if out is not None:
         check_module_out(out)
     if compare is not None:
@@ -175,8 +181,13 @@ def _reuse_run(run_dir, classes, out, tau, device, compare, data_dir, **reuse_op
         test = select_classes(test_data, ids)
         sub.report["compare_acc"] = subtask_accuracy(compare_model, test, ids)
     if out is not None:
+        train = config.get("train") if isinstance(config.get("train"), dict) else {}
         save_module(sub, out, extra={"dataset": config.get("dataset"), "mean": config.get("mean"),
-                                     "std": config.get("std")})
+                                     "std": config.get("std"),
+                                     "method": {"name": mods.method,
+                                                "options": train.get("method_options", {}),
+                                                "alpha": train.get("alpha"),
+                                                "beta": train.get("beta")}})
     return sub
 
 

@@ -1,8 +1,10 @@
 """Standard and modular training (paper section 3.2.3, Table 1 hyper-parameters).
 
 The whole split lives on the training device as one tensor; a batch is a slice of a seeded
-permutation, augmented on the device. A modular model (one with gates) is trained on
-O = CE + alpha * L_ch + beta * L_cp; a standard model on CE alone. Each epoch appends one line to
+permutation, augmented on the device. Modular training is the objective of a method
+(``mwt.methods``: MwT's O = CE + alpha * L_ch + beta * L_cp on a gated model by default, NeMo's
+on a gated model, MODA's on a standard one); a model without gates under a gated method trains
+on CE alone (standard training). Each epoch appends one line to
 ``metrics.jsonl`` and rewrites the checkpoint atomically, so an interrupted run resumes from its
 last finished epoch and ends with exactly the weights of an uninterrupted one.
 """
@@ -27,7 +29,7 @@ from mwt.data.augment import Augmentation, augment, default_crop_padding
 from mwt.devices import resolve_device
 from mwt.errors import MwtError, MwtWarning
 from mwt.fusion import training_view
-from mwt.gates import is_modular, kernel_rate
+from mwt.gates import kernel_rate
 from mwt.inference import batches, evaluating
 from mwt.io import (
     LOCK_FILE,
@@ -39,13 +41,11 @@ from mwt.io import (
     write_json,
     write_json_lines,
 )
-from mwt.losses import modular_objective
+from mwt.methods import Method, get_method
 from mwt.metrics import batch_jaccard
 from mwt.model_info import model_config
 
 RUN_FORMAT = "mwt-run/1"
-# A modular run whose kernel rate ends above this has not become modular (gates start open).
-UNMODULAR_KERNEL_RATE = 0.8
 FINITE_CHECK_EVERY = 50  # steps between host-side checks that the loss stayed finite
 
 
@@ -134,22 +134,23 @@ class _Meter:
         return {k: v / max(totals[-1], 1) for k, v in zip(keys, totals[:-1])}
 
 
-def _batch_stats(model, x, y, config: TrainConfig, modular: bool, weight: float = 1.0,
+def _batch_stats(model, x, y, config: TrainConfig, method: Method | None, weight: float = 1.0,
                  num_classes: int | None = None):
-    """The objective of one batch and its statistics. Under several processes the CE is this
-    rank's (``weight`` makes DDP's gradient average the global mean) and the MwT losses are the
-    global batch's unless ``config.local_losses``."""
-    logits, masks = _forward(model, x, modular)
+    """The objective of one batch and its statistics; ``method`` None: standard training.
+    ``model`` returns its unit signals with ``return_masks=True`` (a method's signal view).
+    Under several processes the CE is this rank's (``weight`` makes DDP's gradient average the
+    global mean) and the method's losses are the global batch's unless ``config.local_losses``."""
+    logits, masks = _forward(model, x, method is not None)
     ce = F.cross_entropy(logits, y)
     stats = {"ce": ce, "acc": (logits.argmax(1) == y).float().mean()}
     loss = ce * weight
-    if modular:
+    if method is not None:
         stats["kernel_rate"] = kernel_rate(masks)
         if not config.local_losses:
             masks, y = dist.gather_masks(masks, y)
-        loss, ch, cp = modular_objective(loss, masks, y, config.alpha, config.beta,
-                                         config.reduction, num_classes)
-        stats.update(cohesion_loss=ch, coupling_loss=cp)
+        loss, parts = method.objective(loss, masks, y, config.alpha, config.beta,
+                                       config.reduction, num_classes)
+        stats.update(parts)
         # The paper's Figure 5 figures of this batch (Jaccard, no filtering), from its masks.
         stats["batch_cohesion"], stats["batch_coupling"] = batch_jaccard(
             masks, y, num_classes if num_classes is not None else int(y.max()) + 1)
@@ -158,7 +159,8 @@ def _batch_stats(model, x, y, config: TrainConfig, modular: bool, weight: float 
 
 def evaluate(model: nn.Module, data, config: TrainConfig | None = None,
              device: torch.device | str | None = None) -> dict[str, float]:
-    """Accuracy, CE and (for a modular model) the MwT losses and kernel rate on a data set."""
+    """Accuracy, CE and (for modular training, ``config.method``) the method's losses and
+    kernel rate on a data set."""
     if config is None or config.alpha is None or config.beta is None:
         config = (config or TrainConfig()).resolved(model_config(model).get("name"),
                                                     getattr(data, "name", None), Augmentation())
@@ -166,11 +168,12 @@ def evaluate(model: nn.Module, data, config: TrainConfig | None = None,
     x_all, y_all = as_tensors(data)
     if dist.is_distributed():  # each rank scores its share; the means are over all of them
         x_all, y_all = x_all[dist.rank()::dist.world_size()], y_all[dist.rank()::dist.world_size()]
-    meter, modular = _Meter(), is_modular(model)
+    meter, method = _Meter(), _training_method(model, config)
+    view = method.signal_view(model, fuse=False) if method is not None else model
     local = replace(config, local_losses=True)  # ranks may score different numbers of batches
     with evaluating(model):
         for x, y in batches(x_all, y_all, config.eval_batch_size, device):
-            _, stats = _batch_stats(model, x, y, local, modular)
+            _, stats = _batch_stats(view, x, y, local, method)
             meter.add(len(y), **stats)
     return meter.means()
 
@@ -197,7 +200,13 @@ def train(model: nn.Module, train_data, test_data=None, *, epochs: int | None = 
           device: torch.device | str | None = None, progress: bool = True, verbose: bool = True,
           run_info: dict | None = None, restore_best: bool = False, augment=None,
           compile: bool = False, **options) -> TrainResult:
-    """Train ``model`` in place: modular training if it has gates, standard training otherwise.
+    """Train ``model`` in place with a method's objective (modular training), or standard.
+
+    ``method`` (a ``TrainConfig`` field): ``"mwt"`` (default), ``"nemo"`` or ``"moda"``, or a
+    method object (``mwt.methods.NeMo(temperature=0.3)``); ``method_options={...}`` sets a
+    named method's hyper-parameters. MwT and NeMo train the gates of a modular model
+    (``make_modular``; a model without gates then trains on CE alone, standard training); MODA
+    trains a model without gates.
 
     ``train_data`` / ``test_data``: an ``(X, y)`` pair of tensors, a torch Dataset or a DataLoader.
     ``out``: run directory for ``config.json``, ``metrics.jsonl`` and the checkpoint; with
@@ -224,8 +233,14 @@ def train(model: nn.Module, train_data, test_data=None, *, epochs: int | None = 
     it, the MwT losses see the whole global batch (``local_losses=True``: each rank's own), and
     only rank 0 writes ``out`` and holds its lock (see ``mwt.distributed``).
     """
+    if isinstance(options.get("method"), Method):
+        chosen = options.pop("method")
+        if options.get("method_options"):
+            raise MwtError("give a method object or method_options, not both")
+        options.update(method=chosen.name, method_options=chosen.options())
     config = make_config(options.pop("config", None), epochs=epochs, alpha=alpha, beta=beta,
                          **options)
+    _training_method(model, config)  # refuses a model the method cannot train, before any work
     device = resolve_device(device)
     if restore_best and test_data is None:
         raise MwtError("restore_best needs validation data passed as test_data")
@@ -269,12 +284,20 @@ def steps_per_epoch(n: int, batch_size: int, ranks: int = 1) -> int:
     return max(1, full + (1 if 2 * rest >= batch_size and rest >= 2 * ranks else 0))
 
 
-def _step_function(model, config: TrainConfig, modular: bool, device, compile: bool,
+def _training_method(model: nn.Module, config: TrainConfig) -> Method | None:
+    """The method that trains ``model`` under ``config``, or None for standard training."""
+    method = get_method(config.method, config.method_options)
+    return method if method.trains(model) else None
+
+
+def _step_function(model, config: TrainConfig, method: Method | None, device, compile: bool,
                    num_classes: int):
-    """The training forward (model, gates, losses) as it runs: each gate fused into its
-    BatchNorm, BatchNorm synchronised over ranks (``sync_bn``), DDP over several processes, and
-    ``torch.compile`` when asked."""
-    view = training_view(model, sync_bn=config.sync_bn and dist.is_distributed())
+    """The training forward (model, signals, losses) as it runs: the method's signal view (gates
+    fused into their BatchNorm, or MODA's activations), BatchNorm synchronised over ranks
+    (``sync_bn``), DDP over several processes, and ``torch.compile`` when asked."""
+    sync_bn = config.sync_bn and dist.is_distributed()
+    view = (method.signal_view(model, sync_bn=sync_bn) if method is not None
+            else training_view(model, fuse=False, sync_bn=sync_bn))
     if dist.is_distributed():
         from torch.nn.parallel import DistributedDataParallel
 
@@ -282,14 +305,15 @@ def _step_function(model, config: TrainConfig, modular: bool, device, compile: b
                                        if device.type == "cuda" else None)
 
     def step(x, y, weight):
-        return _batch_stats(view, x, y, config, modular, weight, num_classes)
+        return _batch_stats(view, x, y, config, method, weight, num_classes)
 
     return torch.compile(step) if compile else step
 
 
 def _train(model, config: TrainConfig, x_train, y_train, test, device, out, resume, progress,
            verbose, run_info, restore_best, compile=False) -> TrainResult:
-    modular = is_modular(model)
+    method = _training_method(model, config)
+    modular = method is not None
     x_train, y_train = x_train.to(device), y_train.to(device)
     model.to(device)
 
@@ -305,7 +329,7 @@ def _train(model, config: TrainConfig, x_train, y_train, test, device, out, resu
                                             optimizer, device)
         dist.broadcast_training_state(model, optimizer)
     num_classes = model_config(model).get("num_classes") or int(y_train.max()) + 1
-    batch_loss = _step_function(model, config, modular, device, compile, num_classes)
+    batch_loss = _step_function(model, config, method, device, compile, num_classes)
     track = None
     if config.track_modularity and dist.is_main():  # no collectives in it: rank 0 alone
         from mwt.tracking import modularity_tracker
@@ -348,7 +372,7 @@ def _train(model, config: TrainConfig, x_train, y_train, test, device, out, resu
             optimizer.step()
             meter.add(len(y), **stats)
             if progress and step % 10 == 0:
-                bar.set_postfix(_postfix(stats))
+                bar.set_postfix(_postfix(stats, method))
         bar.close()
         record = {"epoch": epoch + 1, "lr": lr}
         record.update({f"train_{k}": v for k, v in meter.means().items()})
@@ -364,12 +388,12 @@ def _train(model, config: TrainConfig, x_train, y_train, test, device, out, resu
             best_acc = record["test_acc"]
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if verbose:
-            tqdm.write(_summary(record))
+            tqdm.write(_summary(record, method))
         if out is not None and dist.is_main():
             save_checkpoint(out, model, optimizer, epoch + 1, run_config, history)
     if best_state is not None:
         model.load_state_dict(best_state)
-    notes = _run_warnings(history, modular)
+    notes = _run_warnings(history, method)
     for note in notes if dist.is_main() else ():
         warnings.warn(note, MwtWarning, stacklevel=3)
     return TrainResult(model=model, history=history, warnings=notes)
@@ -384,29 +408,26 @@ def _check_finite(finite: torch.Tensor, epoch: int) -> None:
                        "its last checkpoint; start again with a lower learning rate")
 
 
-def _run_warnings(history: list[dict], modular: bool) -> list[str]:
+def _run_warnings(history: list[dict], method: Method | None) -> list[str]:
     """What a user should know about a finished run."""
-    rate = history[-1].get("train_kernel_rate") if history else None
-    if modular and rate is not None and rate > UNMODULAR_KERNEL_RATE:
-        epochs = history[-1]["epoch"]
-        return [f"the kernel rate is still {rate:.2f} after {epochs} epoch"
-                f"{'s' if epochs > 1 else ''}: the "
-                "model has not become modular (its gates are still open); train more epochs or "
-                "raise beta (the coupling weight)"]
-    return []
+    note = method.unmodular_note(history) if method is not None else None
+    return [note] if note else []
 
 
-def _postfix(stats: dict) -> dict:
-    keys = ("ce", "acc", "cohesion_loss", "coupling_loss", "kernel_rate")
-    short = {"cohesion_loss": "Lch", "coupling_loss": "Lcp", "kernel_rate": "kr"}
-    return {short.get(k, k): f"{float(stats[k]):.3f}" for k in keys if k in stats}
+def _loss_labels(method: Method | None) -> tuple[tuple[str, str], ...]:
+    return method.loss_names if method is not None else ()
 
 
-def _summary(record: dict) -> str:
+def _postfix(stats: dict, method: Method | None) -> dict:
+    keys = (("ce", "ce"), ("acc", "acc"), *_loss_labels(method), ("kernel_rate", "kr"))
+    return {short: f"{float(stats[k]):.3f}" for k, short in keys if k in stats}
+
+
+def _summary(record: dict, method: Method | None) -> str:
     parts = [f"epoch {record['epoch']}"]
+    losses = tuple((f"train_{k}", short) for k, short in _loss_labels(method))
     for key, label in (("train_acc", "train acc"), ("test_acc", "test acc"),
-                       ("train_ce", "ce"), ("train_cohesion_loss", "L_ch"),
-                       ("train_coupling_loss", "L_cp"), ("train_kernel_rate", "kernel rate")):
+                       ("train_ce", "ce"), *losses, ("train_kernel_rate", "kernel rate")):
         if key in record:
             parts.append(f"{label} {record[key]:.4f}")
     parts.append(f"{record['seconds']:.1f}s")
