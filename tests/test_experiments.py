@@ -76,6 +76,15 @@ EXPECTED = {
              "tau": ["source", "model", "dataset", "tau", "krr", "cohesion", "coupling",
                      "reuse_kernel_share", "reuse_acc"]},
             ["figure6-vgg16-demo-micro.png", "rq4-tau.png"]),
+    "methods": ({"methods_training": ["source", "model", "dataset", "method", "standard_acc",
+                             "modular_acc", "acc_loss", "krr", "cohesion", "coupling",
+                             "epoch_seconds", "epoch_ratio"],
+                 "methods_reuse": ["source", "model", "method", "m", "composition",
+                                   "kernel_share", "macs_ratio", "acc_before", "acc_after",
+                                   "std_acc", "loss", "subtasks"],
+                 "methods_targets": ["model", "target", "ours", "met"],
+                 "methods_subtasks": ["model", "method", "m", "classes", "acc_before"]},
+                ["methods.png"]),
 }
 
 
@@ -142,6 +151,23 @@ def test_tables_put_our_figures_beside_the_papers(done):
     run = next((done / "runs").glob("vgg16-*-modular-a0.5-b1.5-*"))
     assert {p.name for p in run.glob("modules-tau*.json")} == {"modules-tau0.50.json",
                                                                 "modules-tau0.90.json"}
+
+
+def test_methods_compares_every_method_on_the_same_runs_and_subtasks(done):
+    table = rows(done / "methods" / "methods_training.csv")
+    ours = [r for r in table if r["source"] == "ours"]
+    assert [r["method"] for r in ours] == ["mwt", "nemo", "moda"]
+    assert all(float(r["epoch_ratio"]) > 0 and 0 < float(r["krr"]) <= 100 for r in ours)
+    assert {r["method"] for r in table if r["source"] == paper.MODA_SOURCE} == {"mwt", "moda"}
+    reuse = [r for r in rows(done / "methods" / "methods_reuse.csv") if r["source"] == "ours"]
+    assert {(r["method"], r["m"]) for r in reuse} == {(m, k) for m in ("mwt", "nemo", "moda")
+                                                       for k in ("2", "3", "5")}
+    assert all((r["composition"] == "rows") == (r["method"] == "moda") for r in reuse)
+    assert all(r["acc_after"] == "" for r in reuse if r["method"] == "moda")
+    # The MwT run is RQ3's (one --runs directory): trained once for both.
+    record = json.loads((done / "methods" / "experiment.json").read_text())
+    assert any("-modular-a0.5-b1.5-" in name for name in record["reused"])
+    assert any("-moda-a1-b1-" in name for name in record["trained"])
 
 
 def test_figure5_draws_the_papers_per_batch_form_beside_ours(done):

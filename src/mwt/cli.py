@@ -349,9 +349,10 @@ def _add_experiment(sub) -> None:
                        "the paper's published figures beside ours. Finished runs, module sets, "
                        "searches and reuse results found there are reused; a killed experiment "
                        "continues when started again (docs/reproducing.md).")
-    p.add_argument("rq", choices=["rq1", "rq2", "rq3", "rq4"],
+    p.add_argument("rq", choices=["rq1", "rq2", "rq3", "rq4", "methods"],
                    help="rq1: Table 2, Figure 5, Table 3; rq2: Table 4; rq3: Tables 5-8; "
-                   "rq4: Figure 6 and the tau sweep")
+                   "rq4: Figure 6 and the tau sweep; methods: MwT, NeMo and MODA side by side "
+                   "(docs/methods.md)")
     p.add_argument("--preset", required=True,
                    help="micro (seconds, for tests), cpu (full Fashion-MNIST, narrow models, "
                    "about 2 h per RQ on 2 cores) or paper (CIFAR-10/SVHN, 200 epochs, GPU)")

@@ -39,6 +39,7 @@ TITLES = {
     "rq2": "RQ2: efficiency of training and modularizing (Table 4)",
     "rq3": "RQ3: reusing modules (Tables 5, 6, 7, 8)",
     "rq4": "RQ4: the hyper-parameters alpha, beta and tau (Figure 6, the tau sweep)",
+    "methods": "Methods: MwT, NeMo and MODA on the same models, data and modules",
 }
 
 
@@ -128,9 +129,10 @@ def run_experiment(rq: str, preset: "str | Preset" = "micro", out="reports/rq1",
     """
     chosen, models = check_options(rq, preset, out, models, epochs, seeds, device, runs, force)
     _check_data(chosen, data_dir)
-    from mwt.experiments import rq1, rq2, rq3, rq4
+    from mwt.experiments import methods, rq1, rq2, rq3, rq4
 
-    runner = {"rq1": rq1.run, "rq2": rq2.run, "rq3": rq3.run, "rq4": rq4.run}[rq]
+    runner = {"rq1": rq1.run, "rq2": rq2.run, "rq3": rq3.run, "rq4": rq4.run,
+              "methods": methods.run}[rq]
     out = Path(out)
     ws = Workspace(out=out, runs=Path(runs) if runs is not None else out / "runs",
                    preset=chosen, device=device, data_dir=data_dir, progress=progress,

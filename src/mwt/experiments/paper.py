@@ -173,3 +173,18 @@ def pairs_for(table: dict, model: str, dataset: str) -> list[tuple[str, str]]:
     if (model, dataset) in table:
         return [(model, dataset)]
     return [(model, d) for d in PAPER_DATASETS if (model, d) in table]
+
+
+# The methods comparison (`mwt experiment methods`): what the newer methods' papers publish.
+# MODA (Ngo et al., ICSE 2026, arXiv 2411.01074) re-ran MwT beside itself on VGG16-CIFAR10:
+# test accuracy (mean ± std) and the hours of a 200-epoch training run.
+MODA_SOURCE = "MODA paper (arXiv 2411.01074)"
+MODA_VGG16_CIFAR10 = {
+    "standard": {"acc": 92.62, "acc_std": 0.43, "hours": 0.81},
+    "mwt": {"acc": 90.55, "acc_std": 0.13, "hours": 1.38},
+    "moda": {"acc": 91.86, "acc_std": 0.23, "hours": 1.13},
+}
+# NeMo (Bi, Qi et al., arXiv 2508.11348, 2025): its claims against MwT, averaged over its
+# models and datasets.
+NEMO_SOURCE = "NeMo paper (arXiv 2508.11348)"
+NEMO_CLAIMS = {"module_size_reduction_vs_mwt": 58.1, "module_acc_gain_vs_mwt": 1.72}

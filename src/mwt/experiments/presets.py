@@ -20,7 +20,7 @@ from mwt.config import default_alpha_beta
 from mwt.data import load_dataset, register_dataset
 from mwt.errors import MwtError
 
-RQS = ("rq1", "rq2", "rq3", "rq4")
+RQS = ("rq1", "rq2", "rq3", "rq4", "methods")
 MICRO_DATASET = "demo-micro"
 MICRO_PER_CLASS = {"train": 30, "test": 10}  # images per class of each split
 
@@ -91,6 +91,9 @@ class Preset:
     betas: tuple[float, ...] = (1.2, 1.5, 1.7, 2.0)
     taus: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     rq4_classes: int = 3
+    # `mwt experiment methods`: the training methods compared, and the sub-task sizes.
+    methods: tuple[str, ...] = ("mwt", "nemo", "moda")
+    methods_subtask_sizes: tuple[int, ...] = (2, 3, 5)
     cnnsplitter_fallback: bool = True  # Table 3/4/8 without CNNSplitter if it is not installed
 
     def __post_init__(self) -> None:
@@ -150,7 +153,7 @@ MICRO = Preset(
     batch_size=50,
     track_samples=100,
     models={"rq1": ("vgg16", "simcnn"), "rq2": ("simcnn",), "rq3": ("vgg16",),
-            "rq3_baseline": ("simcnn",), "rq4": ("vgg16",)},
+            "rq3_baseline": ("simcnn",), "rq4": ("vgg16",), "methods": ("vgg16",)},
     cnnsplitter={"generations": 1, "population": 6, "parents": 4, "keep_parents": 2,
                  "min_keep": 2, "max_keep": 8, "search_samples": 60, "patience": None},
     subtask_sizes=(2, 5, 10),
@@ -184,7 +187,8 @@ CPU = Preset(
     hflip=True,
     alpha_beta={(m, "fashion-mnist"): (0.5, 1.5) for m in ALL_MODELS},
     models={"rq1": ALL_MODELS, "rq2": ("simcnn", "rescnn"), "rq3": ("vgg16", "resnet18"),
-            "rq3_baseline": ("simcnn", "rescnn"), "rq4": ("vgg16",)},
+            "rq3_baseline": ("simcnn", "rescnn"), "rq4": ("vgg16",),
+            "methods": ("vgg16", "resnet18")},
     # At most an hour per model, stopped after 10 generations without a better score (issue 17).
     cnnsplitter={"population": 20, "parents": 10, "keep_parents": 4, "search_samples": 2000,
                  "budget_minutes": 60.0, "patience": 10},
@@ -219,7 +223,8 @@ PAPER = Preset(
     finetune_lr=0.05,
     finetune_cosine_span=2.0,
     models={"rq1": ALL_MODELS, "rq2": ("simcnn", "rescnn"), "rq3": ("vgg16", "resnet18"),
-            "rq3_baseline": ("simcnn", "rescnn"), "rq4": ("resnet18",)},
+            "rq3_baseline": ("simcnn", "rescnn"), "rq4": ("resnet18",),
+            "methods": ("vgg16", "resnet18")},
 )
 
 PRESETS = {p.name: p for p in (MICRO, CPU, PAPER)}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mwt.errors import MwtError
 from mwt.experiments.common import FORMAT, RECORD, _now, environment, rq_page
+from mwt.experiments.presets import RQS
 from mwt.io import atomic_write_bytes, read_json
 
 REPORT = "report.md"
@@ -36,7 +37,9 @@ def find_experiments(directory) -> list[tuple[Path, dict]]:
         record = read_json(path)
         if record.get("format") == FORMAT:
             found.append((path.parent, record))
-    return sorted(found, key=lambda item: (item[1].get("rq", ""), str(item[0])))
+    order = {rq: i for i, rq in enumerate(RQS)}
+    return sorted(found, key=lambda item: (order.get(item[1].get("rq"), len(order)),
+                                           str(item[0])))
 
 
 def build_report(directory, force: bool = False) -> Path:

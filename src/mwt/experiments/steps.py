@@ -79,19 +79,23 @@ class Workspace:
     # -- training runs -----------------------------------------------------------------------
 
     def spec(self, model: str, dataset: str, *, standard: bool, seed: int,
-             alpha: float | None = None, beta: float | None = None) -> RunSpec:
-        """The RunSpec of a run of this preset (modular runs get the preset's alpha/beta unless
-        given)."""
+             alpha: float | None = None, beta: float | None = None,
+             method: str = "mwt") -> RunSpec:
+        """The RunSpec of a run of this preset (modular MwT runs get the preset's alpha/beta
+        unless given; other methods their own defaults, ``mwt.methods``)."""
+        from mwt.methods import get_method
+
         p = self.preset
         if not standard and (alpha is None or beta is None):
-            a, b = p.alpha_beta_for(model, dataset)
+            a, b = (p.alpha_beta_for(model, dataset) if method == "mwt"
+                    else get_method(method).default_weights(model, dataset))
             alpha = a if alpha is None else alpha
             beta = b if beta is None else beta
         train = TrainConfig(epochs=p.epochs, lr=p.lr, batch_size=p.batch_size,
-                            alpha=None if standard else float(alpha),
-                            beta=None if standard else float(beta),
+                            alpha=None if standard or alpha is None else float(alpha),
+                            beta=None if standard or beta is None else float(beta),
                             crop_padding=p.crop_padding, hflip=p.hflip, seed=int(seed),
-                            track_modularity=p.track_samples)
+                            track_modularity=p.track_samples, method=method)
         spec = RunSpec(model=model, dataset=dataset, width=p.width, standard=standard,
                        data_dir=None if self.data_dir is None else str(self.data_dir),
                        train=train)
@@ -100,8 +104,11 @@ class Workspace:
 
     def run_name(self, spec: RunSpec) -> str:
         t = spec.train
+        weights = "".join(f"-{k}{fmt_number(v)}" for k, v in (("a", t.alpha), ("b", t.beta))
+                          if v is not None)
+        # MwT's runs keep the names they had before there were other methods.
         kind = ("standard" if spec.standard
-                else f"modular-a{fmt_number(t.alpha)}-b{fmt_number(t.beta)}")
+                else f"modular{weights}" if t.method == "mwt" else f"{t.method}{weights}")
         return (f"{spec.model}-{spec.dataset}-w{fmt_number(spec.width)}-{kind}-e{t.epochs}"
                 f"-s{t.seed}")
 
