@@ -13,7 +13,6 @@ the preset's RQ3 fine-tuning), and the standard model on the same sub-task. The 
 figures of the MODA and NeMo papers stand beside ours, labelled.
 """
 
-import functools
 import statistics
 import time
 import warnings
@@ -22,7 +21,14 @@ from mwt.errors import MwtWarning
 from mwt.experiments import paper
 from mwt.experiments.common import Outcome
 from mwt.experiments.rq1 import final_acc
-from mwt.experiments.rq3 import GATE_STARTS, _load, _num_classes, draw_subtasks, finetune_tag
+from mwt.experiments.rq3 import (
+    GATE_STARTS,
+    _load,
+    _num_classes,
+    cached_subtasks,
+    draw_subtasks,
+    finetune_tag,
+)
 from mwt.experiments.steps import history, mean_std
 from mwt.experiments.tables import OURS, Column, Table, percent, pyplot, save_figure
 
@@ -104,13 +110,9 @@ def method_results(ws, model, dataset, seed, subtasks) -> tuple[dict, list[dict]
                 state["loaded"] = _load(ws, std, run)
             return reuse_subtask(ws, state["loaded"], mods, classes)
 
-        tag = _reuse_tag(ws, mods)
-        for m, tasks in subtasks.items():
-            for classes in tasks:
-                path = folder / f"m{m}-c{'-'.join(map(str, classes))}-{tag}.json"
-                res = ws.cached(path, functools.partial(compute, classes),
-                                f"reuse {run.name}: classes {list(classes)}")
-                reuse_rows.append({**res, "model": model, "dataset": dataset, "seed": seed})
+        reuse_rows += cached_subtasks(ws, folder, run.name, subtasks, compute,
+                                      _reuse_tag(ws, mods),
+                                      {"model": model, "dataset": dataset, "seed": seed})
     return rows, reuse_rows
 
 

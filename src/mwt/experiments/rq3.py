@@ -138,14 +138,21 @@ def reuse_results(ws, model, dataset, seed, subtasks) -> list[dict]:
             state["loaded"] = _load(ws, std, mod)
         return reuse_one(ws, state["loaded"], mods, classes)
 
+    return cached_subtasks(ws, folder, mod.name, subtasks, compute, finetune_tag(ws.preset),
+                           {"model": model, "dataset": dataset, "seed": seed})
+
+
+def cached_subtasks(ws, folder, run_name: str, subtasks, compute, tag: str,
+                    extra: dict) -> list[dict]:
+    """``compute(classes)`` for every sub-task, each result cached in ``folder`` under its M,
+    classes and ``tag`` (the protocol that made it), with ``extra`` added to every row."""
     results = []
-    tag = finetune_tag(ws.preset)
     for m, tasks in subtasks.items():
         for classes in tasks:
             path = folder / f"m{m}-c{'-'.join(map(str, classes))}-{tag}.json"
             res = ws.cached(path, functools.partial(compute, classes),
-                            f"reuse {mod.name}: classes {list(classes)}")
-            results.append({**res, "model": model, "dataset": dataset, "seed": seed})
+                            f"reuse {run_name}: classes {list(classes)}")
+            results.append({**res, **extra})
     return results
 
 
