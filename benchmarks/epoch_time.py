@@ -20,7 +20,7 @@ import torch
 
 import mwt
 from mwt.config import TrainConfig
-from mwt.train import _step_function, steps_per_epoch
+from mwt.train import _step_function, _training_method, steps_per_epoch
 
 
 def full_epoch(model, data, config: TrainConfig, out: Path) -> float:
@@ -31,8 +31,8 @@ def full_epoch(model, data, config: TrainConfig, out: Path) -> float:
 
 
 def bare_epoch(model, batches, config: TrainConfig, num_classes: int) -> float:
-    modular = mwt.is_modular(model)
-    step = _step_function(model, config, modular, torch.device("cpu"), False, num_classes)
+    method = _training_method(model, config)
+    step = _step_function(model, config, method, torch.device("cpu"), False, num_classes)
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                           nesterov=config.nesterov)
     model.train()

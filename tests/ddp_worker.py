@@ -24,7 +24,8 @@ from mwt import distributed
 
 
 class FrozenBN(nn.BatchNorm2d):
-    """BatchNorm that stays in eval mode: per-rank batch statistics would differ by design."""
+    """BatchNorm that stays in eval mode: per-rank batch statistics would differ by design.
+    Named as a torch.nn module so that torch.fx keeps it a leaf when MODA traces the model."""
 
     def train(self, mode: bool = True):
         return super().train(False)
@@ -52,10 +53,28 @@ def data():
     return x, y
 
 
+FrozenBN.__module__ = "torch.nn.frozen_for_tests"
+
+
+def _method() -> str:
+    return sys.argv[sys.argv.index("--method") + 1] if "--method" in sys.argv else "mwt"
+
+
 def main() -> None:
     out, mode = Path(sys.argv[1]), sys.argv[2]
     distributed.init_from_env("cpu")
     torch.manual_seed(0)
+    if _method() == "moda":  # no gates: the standard model, its BatchNorms frozen
+        model = TinyCNN()
+        for name in ("b1", "b2", "b3"):
+            setattr(model, name, FrozenBN(getattr(model, name).num_features))
+        mwt.train(model, data(), epochs=1, batch_size=128, lr=0.1, method="moda",
+                  augment=False, device="cpu", progress=False, verbose=False)
+        if distributed.is_main():
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                      str(out / "params.safetensors"))
+        distributed.shutdown(wait=True)
+        return
     model = mwt.make_modular(TinyCNN())
     with torch.no_grad():  # varied masks, so that the MwT losses have gradients to compare
         for layer in mwt.gates.gated_layers(model):
@@ -71,8 +90,9 @@ def main() -> None:
         frozen.load_state_dict(getattr(model, name).state_dict())
         setattr(model, name, frozen)
     if mode == "train":
-        mwt.train(model, data(), epochs=1, batch_size=128, lr=0.1, alpha=0.5, beta=1.5,
-                  augment=False, device="cpu", progress=False, verbose=False,
+        weights = {"alpha": 0.5, "beta": 1.5} if _method() == "mwt" else {"alpha": 1.0}
+        mwt.train(model, data(), epochs=1, batch_size=128, lr=0.1, method=_method(),
+                  **weights, augment=False, device="cpu", progress=False, verbose=False,
                   local_losses="--local-losses" in sys.argv)
         if distributed.is_main():
             save_file({k: v.contiguous() for k, v in model.state_dict().items()},

@@ -60,6 +60,21 @@ def test_two_ranks_take_the_same_step_as_one_process(step_results):
         torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
+@pytest.mark.parametrize("method", ["nemo", "moda"])
+def test_every_method_takes_the_same_step_on_two_ranks_as_on_one(tmp_path, method):
+    """NeMo's and MODA's losses see the global batch too (each rank sees two of the four
+    classes, so per-rank losses would move the weights differently)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    _ok(plain(WORKER, one, "train", "--method", method))
+    _ok(torchrun(WORKER, two, "train", "--method", method))
+    a, b = (load_file(str(d / "params.safetensors")) for d in (one, two))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
 def test_local_losses_give_another_step(step_results):
     one, local = step_results["one"], step_results["local"]
     gates = [k for k in one if "_gate." in k]
