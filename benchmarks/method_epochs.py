@@ -14,33 +14,19 @@ import argparse
 import copy
 import json
 import statistics
-import time
 
 import torch
+from epoch_time import bare_epoch  # this folder's: the steps mwt.train runs, bare
 
 import mwt
 from mwt.config import TrainConfig
 from mwt.methods import METHODS
-from mwt.train import _step_function, _training_method
 
 
 def timed_steps(model, config: TrainConfig, batches, num_classes: int) -> float:
-    method = _training_method(model, config)
-    step = _step_function(model, config, method, torch.device("cpu"), False, num_classes)
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                          nesterov=config.nesterov)
-    model.train()
-    x, y = batches[0]  # one warm-up step, not timed
-    loss, _ = step(x, y, 1.0)
-    loss.backward()
-    opt.zero_grad(set_to_none=True)
-    t0 = time.perf_counter()
-    for x, y in batches:
-        loss, _ = step(x, y, 1.0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return (time.perf_counter() - t0) / len(batches)
+    """Seconds per step, after one untimed warm-up step."""
+    bare_epoch(model, batches[:1], config, num_classes)
+    return bare_epoch(model, batches, config, num_classes) / len(batches)
 
 
 def main():
