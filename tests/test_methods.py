@@ -296,3 +296,58 @@ def test_softmax_free_losses_do_not_depend_on_label_values():
         a, _ = method.objective(torch.tensor(0.0), masks, y, 1.0, 1.0, "classes", 3)
         b, _ = method.objective(torch.tensor(0.0), masks, perm, 1.0, 1.0, "classes", 3)
         torch.testing.assert_close(a, b)
+
+
+class _Depthwise(nn.Module):
+    """A MobileNet-style depthwise-separable stack: extraction cannot cut it yet."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.dw, self.b2 = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8)
+        self.pw, self.b3 = nn.Conv2d(8, 16, 1), nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.b1(self.c1(x)))
+        x = torch.relu(self.b2(self.dw(x)))
+        return self.fc(torch.relu(self.b3(self.pw(x))).mean((2, 3)))
+
+
+class _Concat(nn.Module):
+    """A DenseNet-style concatenation of feature maps."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.c3, self.b3 = nn.Conv2d(16, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        a = torch.relu(self.b1(self.c1(x)))
+        b = torch.relu(self.b2(self.c2(a)))
+        return self.fc(torch.relu(self.b3(self.c3(torch.cat([a, b], 1)))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("net, node", [(_Depthwise, "'dw'"), (_Concat, "'cat'")])
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_a_model_that_cannot_be_cut_is_refused_before_training(net, node, name, tmp_path):
+    torch.manual_seed(0)
+    model = mwt.make_modular(net()) if get_method(name).gated else net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = (torch.randn(8, 1, 12, 12), torch.arange(8) % 2)
+    with pytest.raises(mwt.MwtError, match=f"cannot be cut into modules.*{node}"):
+        mwt.train(model, data, epochs=1, method=name, out=tmp_path / "run", progress=False,
+                  verbose=False, device="cpu")
+    assert not (tmp_path / "run").exists()  # refused before the run directory was made
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_every_registered_model_passes_the_check():
+    from mwt.extract_check import check_extractable
+
+    for name in mwt.list_models():
+        model = mwt.create_model(name, 10, 1, 0.125)
+        check_extractable(mwt.make_modular(model), torch.randn(2, 1, 28, 28))
+        check_extractable(model, torch.randn(2, 1, 28, 28))

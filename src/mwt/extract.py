@@ -143,8 +143,9 @@ def _conv(node: fx.Node, flow: _Flow) -> Channels:
     if src is not None and src.universe != conv.in_channels:
         raise _node_error(node, "a convolution with unexpected input channels")
     if conv.groups != 1:  # a group ties input channels to kernels: cutting one side breaks it
-        raise MwtError(f"cannot extract from grouped convolution (groups={conv.groups}); only "
-                       "groups=1 is supported")
+        raise MwtError(f"cannot extract a module: grouped convolution {node.target!r} "
+                       f"(groups={conv.groups}) at graph node {node.name!r}; only groups=1 is "
+                       "supported")
     return Channels(conv.out_channels,
                     flow.kept.get(node.target, torch.arange(conv.out_channels)))
 

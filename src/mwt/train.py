@@ -28,6 +28,7 @@ from mwt.data import as_tensors
 from mwt.data.augment import Augmentation, augment, default_crop_padding
 from mwt.devices import resolve_device
 from mwt.errors import MwtError, MwtWarning
+from mwt.extract_check import check_extractable
 from mwt.fusion import training_view
 from mwt.gates import kernel_rate
 from mwt.inference import batches, evaluating
@@ -252,6 +253,8 @@ def train(model: nn.Module, train_data, test_data=None, *, epochs: int | None = 
 
     x_train, y_train = as_tensors(train_data)
     _check_data(x_train, y_train, model, "training")
+    if _training_method(model, config) is not None:
+        check_extractable(model, x_train[:2])  # before any epoch: modules must be cuttable
     test = None
     if test_data is not None:
         test = as_tensors(test_data)
