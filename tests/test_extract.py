@@ -108,10 +108,30 @@ class ConcatCNN(nn.Module):
         return self.fc(y.mean((2, 3)))
 
 
-def test_unsupported_construct_is_a_clear_error():
-    model = mwt.make_modular(ConcatCNN())
+def test_a_concatenation_keeps_each_parts_channels_at_their_offsets():
+    model = mwt.make_modular(ConcatCNN()).eval()
+    with torch.no_grad():
+        for layer in gated_layers(model):  # varied masks
+            model.get_submodule(layer.gate).fc2.bias.uniform_(-0.5, 1.0)
     kernels = torch.tensor([True, False, True, True] * 2)
-    with pytest.raises(mwt.MwtError, match="graph node 'cat'"):
+    module = extract_module(model, kernels)
+    ref = with_constant_gates(model, kernels.float())
+    x = torch.randn(4, 1, 8, 8)
+    torch.testing.assert_close(module(x), ref(x), rtol=1e-4, atol=1e-5)
+    assert module.fc.in_features == int(kernels.sum()) == 6  # b's 3 kept, then c's 3
+
+
+class FlipCNN(ConcatCNN):
+    def forward(self, x):
+        a = self.a(x)
+        y = torch.cat([self.b(a), self.c(a)], dim=1).flip(1)  # reverses the channel order
+        return self.fc(y.mean((2, 3)))
+
+
+def test_unsupported_construct_is_a_clear_error():
+    model = mwt.make_modular(FlipCNN())
+    kernels = torch.tensor([True, False, True, True] * 2)
+    with pytest.raises(mwt.MwtError, match="graph node 'flip'"):
         extract_module(model, kernels)
 
 

@@ -19,11 +19,12 @@ GATED_KERNELS = {
     "simcnn": 64 + 2 * 128 + 3 * 256 + 6 * 512,
     "rescnn": 3 * 128 + 256 + 7 * 512,                    # 4288 kernels, minus conv 0
     "resnet18": 4 * 64 + 5 * 128 + 5 * 256 + 5 * 512,     # incl. the three 1x1 shortcut convs
+    "densenet": 3 * 4 * 32 + 96 + 112,                    # 12 dense layers, 2 transitions
 }
 
 
-def test_registry_lists_the_four_models():
-    assert mwt.list_models() == ["rescnn", "resnet18", "simcnn", "vgg16"]
+def test_registry_lists_the_models():
+    assert mwt.list_models() == ["densenet", "rescnn", "resnet18", "simcnn", "vgg16"]
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -17,8 +17,9 @@ Extraction finds what to cut, then cuts it, in the way of Torch-Pruning:
    each side is scattered into the union of both channel sets (zero padding), so no irrelevant
    kernel is ever computed.
 
-Anything that would mix removed and kept channels in a way we cannot follow (a concat, a
-channel-wise product, an unknown layer) is an error naming the node, never a silent wrong result.
+A concatenation along channels keeps each part's channels at their offsets. Anything that would
+mix removed and kept channels in a way we cannot follow (a split of cut channels, a channel-wise
+product, an unknown layer) is an error naming the node, never a silent wrong result.
 
 **A layer type not handled yet** (a torch.nn layer: fx traces through a user's own modules)
 needs one entry in ``_MODULE_RULES``, saying how its output channels follow from its input
@@ -236,20 +237,44 @@ def _add(node: fx.Node, flow: _Flow) -> Channels | None:
     return Channels(a.universe, torch.unique(torch.cat([a.kept, b.kept])))  # sorted
 
 
+def _concat(node: fx.Node, flow: _Flow) -> Channels | None:
+    """``torch.cat`` along channels (dim 1): the kept channels of each part, at its offset in
+    the concatenated channels (a DenseNet block). A removed channel is zero in the gated model
+    and is missing from the cut tensor, so the conv that reads the concatenation loses exactly
+    those input channels. Parts whose channels are not followed (the raw input, a constant)
+    are fine while nothing is cut."""
+    tensors = node.args[0] if node.args else node.kwargs.get("tensors", ())
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    parts = [flow.of(t) for t in tensors] if isinstance(tensors, (list, tuple)) else [None]
+    cut = any(_cut(p) for p in parts)
+    if dim not in (1, -3) or any(p is None for p in parts):
+        if cut:
+            raise _node_error(node, "a concatenation along another dimension than the channels"
+                              if dim not in (1, -3) else "a concatenation of a pruned tensor "
+                              "with one whose channels are not followed")
+        return None
+    kept, offset = [], 0
+    for p in parts:
+        kept.append(p.kept + offset)
+        offset += p.universe
+    return Channels(offset, torch.cat(kept))
+
+
 # Layers and functions that act on each channel separately: channel sets pass through them.
 # Dropping a channel is exact only if the op maps zero (a removed kernel's output in the gated
 # model) to zero, so sigmoid (sigmoid(0) = 0.5) is not here: on cut channels it is an error.
 _CHANNELWISE_MODULES = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Hardswish,
-    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Dropout,
-    nn.Dropout2d, nn.Identity,
+    nn.Hardtanh, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
+    nn.Dropout, nn.Dropout2d, nn.Identity,
 )
 _CHANNELWISE_FUNCTIONS = (
-    F.relu, torch.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, torch.tanh,
-    F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.dropout,
-    global_avg_pool,
+    F.relu, torch.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, F.hardswish, F.elu, torch.tanh,
+    F.hardtanh, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d,
+    F.dropout, F.dropout2d, global_avg_pool,
 )
 _CHANNELWISE_METHODS = ("relu", "relu_", "tanh", "contiguous", "clone", "detach")
+_CONCATS = (torch.cat, torch.concat, torch.concatenate)
 
 # By layer type, first match wins; a layer with no rule is an error if any of its inputs is cut.
 _MODULE_RULES: list[tuple[type | tuple[type, ...], Rule]] = [
@@ -265,6 +290,7 @@ _FUNCTION_RULES: dict[Callable, Rule] = {
     **{fn: _add for fn in (operator.add, operator.iadd, torch.add)},
     **{fn: _channelwise for fn in _CHANNELWISE_FUNCTIONS},
     torch.flatten: _flatten,
+    **{fn: _concat for fn in _CONCATS},
     **{fn: _scale for fn in (operator.mul, operator.truediv, torch.mul)},
 }
 # By call_method name (x.add(y), x.view(...)); same fallback.
