@@ -241,7 +241,7 @@ def train(model: nn.Module, train_data, test_data=None, *, epochs: int | None = 
         options.update(method=chosen.name, method_options=chosen.options())
     config = make_config(options.pop("config", None), epochs=epochs, alpha=alpha, beta=beta,
                          **options)
-    _training_method(model, config)  # refuses a model the method cannot train, before any work
+    method = _training_method(model, config)  # refuses a model the method cannot train
     device = resolve_device(device)
     if restore_best and test_data is None:
         raise MwtError("restore_best needs validation data passed as test_data")
@@ -253,7 +253,7 @@ def train(model: nn.Module, train_data, test_data=None, *, epochs: int | None = 
 
     x_train, y_train = as_tensors(train_data)
     _check_data(x_train, y_train, model, "training")
-    if _training_method(model, config) is not None:
+    if method is not None:
         check_extractable(model, x_train[:2])  # before any epoch: modules must be cuttable
     test = None
     if test_data is not None:
