@@ -117,3 +117,46 @@ def modularized(name: str, per_class: int = 30):
     model = sparse_modular(name, in_channels=1)
     train = demo_subset("train", per_class)
     return model, mwt.modularize(model, train, 0.9, classes=train.classes), train
+
+
+def randomise(model, seed: int = 0):
+    """A modular model with gates that close about half the kernels, differently per sample,
+    and BatchNorm statistics (and conv biases) that make BN(0) != 0, so a wrong cut shows; in
+    eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in mwt.gates.gated_layers(model):
+            gate = model.get_submodule(layer.gate)
+            gate.fc2.weight.mul_(0.05)
+            gate.fc2.bias.copy_(torch.rand(gate.fc2.bias.shape, generator=g) * 1.5 - 0.75)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
+            elif isinstance(m, torch.nn.Conv2d) and m.bias is not None:
+                m.bias.copy_(torch.rand(m.out_channels, generator=g) * 0.6 - 0.3)
+    return model.eval()
+
+
+def hand_macs(module, shape) -> int:
+    """Conv (fvcore: output elements x in / groups x kh x kw), BatchNorm (5 per element) and
+    Linear MACs of one sample, from the module's own layers and its feature map sizes."""
+    nn = torch.nn
+    sizes = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: sizes.__setitem__(n, o.shape))
+             for n, m in module.named_modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    with torch.no_grad():
+        module(torch.zeros(1, *shape))
+    for h in hooks:
+        h.remove()
+    total = 0
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Conv2d):
+            kh, kw = m.kernel_size
+            total += sizes[name].numel() * (m.in_channels // m.groups) * kh * kw
+        elif isinstance(m, nn.BatchNorm2d):
+            total += 5 * sizes[name].numel()
+        elif isinstance(m, nn.Linear):
+            total += m.in_features * m.out_features
+    return total

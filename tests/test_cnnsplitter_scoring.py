@@ -160,7 +160,7 @@ def _module_sets_by_hooks(model, mask, x):
             out = out * keep.view(1, -1, 1, 1).float()
             seen.append((out.flatten(2).amax(2) > 0) & keep)
             return out
-        hooks.append(model.get_submodule(layer.bn).register_forward_hook(hook))
+        hooks.append(model.get_submodule(layer.output).register_forward_hook(hook))
     try:
         with torch.no_grad():
             model(x)

@@ -6,7 +6,7 @@ import torch.nn as nn
 
 import mwt
 from helpers import UserCNN, with_constant_gates
-from mwt import extract
+from mwt import channel_flow, extract, slicing
 from mwt.extract import extract_module
 from mwt.gates import strip_gates
 
@@ -16,7 +16,7 @@ def test_propagation_maps_every_node_to_its_kept_channels_and_changes_nothing():
     kernels = torch.tensor([True, False] * 4 + [False, True] * 8)  # b: even kernels, c: odd
     gm = strip_gates(model)
     code = gm.code
-    flow = extract._propagate(gm, extract._kept_per_layer(model, kernels), {})
+    flow = channel_flow.propagate(gm, extract._kept_per_layer(model, kernels), {})
     assert gm.code == code
     ch = {node.name: c for node, c in flow.channels.items()}
     assert ch["a_0"].full and ch["a_2"].full                     # the first conv is never cut
@@ -55,9 +55,9 @@ def test_a_new_layer_type_is_one_rule_and_one_slicer(monkeypatch):
     kernels = torch.tensor([True, False, False, True, True, False, True, False])
     with pytest.raises(mwt.MwtError, match="unsupported layer PReLU at graph node 'act'"):
         extract_module(model, kernels)
-    monkeypatch.setattr(extract, "_MODULE_RULES",
-                        [(nn.PReLU, extract._passthrough)] + extract._MODULE_RULES)
-    monkeypatch.setattr(extract, "_SLICERS", [(nn.PReLU, _slice_prelu)] + extract._SLICERS)
+    monkeypatch.setattr(channel_flow, "MODULE_RULES",
+                        [(nn.PReLU, channel_flow.passthrough)] + channel_flow.MODULE_RULES)
+    monkeypatch.setattr(slicing, "SLICERS", [(nn.PReLU, _slice_prelu)] + slicing.SLICERS)
     module = extract_module(model, kernels)
     assert module.get_submodule("act").weight.shape == (4,)
     x = torch.randn(3, 1, 8, 8)

@@ -71,14 +71,14 @@ def test_registration_order_does_not_decide_which_convs_are_gated():
 def test_gated_conv_pairs_of_a_modular_model_are_its_gated_layers():
     modular = sparse_modular("resnet18")
     pairs = [(conv.target, bn.target) for conv, bn in gated_conv_pairs(modular)]
-    assert pairs == [(layer.conv, layer.bn) for layer in gated_layers(modular)]
+    assert pairs == [(layer.conv, layer.output) for layer in gated_layers(modular)]
 
 
 def test_gate_nodes_are_told_by_the_protocol():
     modular = mwt.make_modular(UserCNN())
     found = [gate_application(node) for node in modular.graph.nodes]
     pairs = [(bn.target, mask.target) for bn, mask in filter(None, found)]
-    assert pairs == [(layer.bn, layer.gate) for layer in gated_layers(modular)]
+    assert pairs == [(layer.output, layer.gate) for layer in gated_layers(modular)]
     assert sum(is_mask_output(node) for node in modular.graph.nodes) == 1
 
 

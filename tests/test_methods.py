@@ -121,7 +121,7 @@ def test_moda_signals_are_the_relu_bn_means_and_change_nothing(name):
     model = mwt.create_model(name, 10, 3, 0.125).eval()
     layers = mwt.gates.gateable_layers(model)
     seen = []
-    hooks = [model.get_submodule(layer.bn).register_forward_hook(
+    hooks = [model.get_submodule(layer.output).register_forward_hook(
         lambda m, i, o: seen.append(torch.relu(o).mean(dim=(2, 3)))) for layer in layers]
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():

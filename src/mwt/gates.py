@@ -2,8 +2,8 @@
 
 The gate protocol lives here, in one place:
 
-- *which* convs are gated: :func:`gated_conv_pairs`, every Conv2d -> BatchNorm2d pair in the
-  order the forward calls them, the first conv excluded. ``make_modular``,
+- *which* convs are gated: :func:`gated_conv_pairs`, every Conv2d (with its BatchNorm2d when it
+  has one) in the order the forward calls them, the first conv excluded. ``make_modular``,
   ``count_gated_kernels`` and modularizing a standard model all read this one rule;
 - inserting gates (:func:`make_modular`) and removing them (:func:`strip_gates`), its inverse;
 - what a gated graph looks like to a pass that walks it (:func:`gate_application`,
@@ -11,11 +11,12 @@ The gate protocol lives here, in one place:
 - a gate cut down to some kernels (:meth:`Gate.sliced`).
 
 ``make_modular`` traces a model with torch.fx and rewrites the graph: after every gated conv's
-BatchNorm, the BN output is multiplied channel-wise by a mask that a small gate computes from the
-conv's *input*. The rewritten graph returns the masks explicitly
-(``model(x, return_masks=True) -> (logits, masks)``): nothing is stored on modules during
-``forward``, so the modular model works with torch.compile, fx and DDP. Parameter names of the
-original model are unchanged; each gate is a new submodule named ``<conv name>_gate``.
+BatchNorm (or the conv itself, bias included, when no BatchNorm follows it), the output is
+multiplied channel-wise by a mask that a small gate computes from the conv's *input*. Grouped
+and depthwise convs are gated like any other, one gate value per kernel. The rewritten graph
+returns the masks explicitly (``model(x, return_masks=True) -> (logits, masks)``): nothing is
+stored on modules during ``forward``, so the modular model works with torch.compile, fx and DDP.
+Parameter names of the original model are unchanged; each gate is a new submodule named ``<conv name>_gate``.
 """
 
 import copy
@@ -110,7 +111,7 @@ class _ChannelScale(torch.autograd.Function):
 
 
 def apply_mask(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Scale each channel (kernel output) of a BN output by its mask value."""
+    """Scale each channel (kernel output) of a BN (or conv) output by its mask value."""
     if torch.is_grad_enabled() and (y.requires_grad or mask.requires_grad):
         return _ChannelScale.apply(y, mask)
     return y * mask[:, :, None, None]
@@ -126,7 +127,8 @@ def _module_map(gm: nn.Module) -> dict[str, nn.Module]:
 
 def conv_bn_pairs(graph: fx.Graph,
                   modules: dict[str, nn.Module]) -> list[tuple[fx.Node, fx.Node]]:
-    """Every Conv2d node with the BatchNorm2d node that consumes it, in graph order."""
+    """Every Conv2d node with the node a gate scales, in graph order: the BatchNorm2d that is
+    the conv's only user, or the conv itself (a conv without its own BatchNorm)."""
     pairs = []
     for node in graph.nodes:
         if node.op != "call_module" or not isinstance(modules[node.target], nn.Conv2d):
@@ -135,11 +137,7 @@ def conv_bn_pairs(graph: fx.Graph,
         bn = users[0] if len(users) == 1 else None
         is_bn = (bn is not None and bn.op == "call_module"
                  and isinstance(modules[bn.target], nn.BatchNorm2d))
-        if not is_bn:
-            raise MwtError(
-                f"convolution {node.target!r} is not followed by exactly one BatchNorm2d; "
-                "MwT gates scale a conv's BatchNorm output, so every conv needs its own BN")
-        pairs.append((node, bn))
+        pairs.append((node, bn if is_bn else node))
     return pairs
 
 
@@ -165,9 +163,9 @@ def gated_conv_pairs(model: nn.Module) -> list[tuple[fx.Node, fx.Node]]:
     return conv_bn_pairs(gm.graph, _module_map(gm))[1:]  # the first conv reads the raw input
 
 
-def _gated_layer(gm: nn.Module, conv: fx.Node, bn: fx.Node) -> GatedLayer:
+def _gated_layer(gm: nn.Module, conv: fx.Node, output: fx.Node) -> GatedLayer:
     kernels = gm.get_submodule(conv.target).out_channels
-    return GatedLayer(conv.target, bn.target, f"{conv.target}_gate", kernels)
+    return GatedLayer(conv.target, output.target, f"{conv.target}_gate", kernels)
 
 
 def gateable_layers(model: nn.Module) -> list[GatedLayer]:
@@ -210,24 +208,24 @@ def make_modular(model: nn.Module) -> fx.GraphModule:
     graph, modules = gm.graph, _module_map(gm)
     pairs = gated_conv_pairs(gm)
     if not pairs:
-        raise MwtError("MwT needs at least two Conv2d+BatchNorm2d layers (the first is not gated)")
+        raise MwtError("MwT needs at least two Conv2d layers (the first is not gated)")
 
     return_masks = add_return_masks_argument(graph)
     pooled: dict[fx.Node, fx.Node] = {}
     masks, layers = [], []
-    for conv_node, bn_node in pairs:
+    for conv_node, out_node in pairs:
         conv = modules[conv_node.target]
-        layer = _gated_layer(gm, conv_node, bn_node)
+        layer = _gated_layer(gm, conv_node, out_node)
         gm.add_submodule(layer.gate, Gate(conv.in_channels, conv.out_channels))
         x = conv_node.args[0]
         if x not in pooled:  # convs that read the same tensor (a block and its shortcut) share it
             with graph.inserting_after(x):
                 pooled[x] = graph.call_function(global_avg_pool, (x,))
-        with graph.inserting_after(bn_node):
+        with graph.inserting_after(out_node):
             mask = graph.call_module(layer.gate, (pooled[x],))
         with graph.inserting_after(mask):
-            gated = graph.call_function(apply_mask, (bn_node, mask))
-        bn_node.replace_all_uses_with(gated, delete_user_cb=lambda user, g=gated: user is not g)
+            gated = graph.call_function(apply_mask, (out_node, mask))
+        out_node.replace_all_uses_with(gated, delete_user_cb=lambda user, g=gated: user is not g)
         masks.append(mask)
         layers.append(layer)
 
@@ -238,11 +236,11 @@ def make_modular(model: nn.Module) -> fx.GraphModule:
 
 
 def gate_application(node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
-    """``(bn_node, mask_node)`` if ``node`` is where a gate's mask scales its conv's BN output
-    in a modular graph, else None."""
+    """``(output_node, mask_node)`` if ``node`` is where a gate's mask scales its conv's output
+    (its BN's, or its own) in a modular graph, else None."""
     if node.op == "call_function" and node.target is apply_mask:
-        bn_node, mask_node = node.args
-        return bn_node, mask_node
+        output_node, mask_node = node.args
+        return output_node, mask_node
     return None
 
 
@@ -255,10 +253,11 @@ def strip_gates(model: fx.GraphModule, keep: Iterable[str] = (), *,
                 inplace: bool = False) -> fx.GraphModule:
     """Undo ``make_modular`` for every gate not named in ``keep`` (gate submodule names).
 
-    Each stripped gate's BN output goes to its users unscaled, as in the standard model; the gate
-    submodule, its call and its pooling go, and its mask leaves the returned list. With no gate
-    left the forward is the standard model's again (no ``return_masks`` argument) and the model
-    is no longer modular. Parameter names do not change. Works on a copy unless ``inplace``.
+    Each stripped gate's BN (or conv) output goes to its users unscaled, as in the standard
+    model; the gate submodule, its call and its pooling go, and its mask leaves the returned
+    list. With no gate left the forward is the standard model's again (no ``return_masks``
+    argument) and the model is no longer modular. Parameter names do not change. Works on a
+    copy unless ``inplace``.
     """
     layers = gated_layers(model)
     keep = set(keep)
@@ -271,8 +270,8 @@ def strip_gates(model: fx.GraphModule, keep: Iterable[str] = (), *,
         parts = gate_application(node)
         if parts is None or parts[1].target in keep:
             continue
-        bn_node, mask = parts
-        node.replace_all_uses_with(bn_node)
+        output_node, mask = parts
+        node.replace_all_uses_with(output_node)
         graph.erase_node(node)
         _drop_mask(graph, mask)
     kept = [layer for layer in layers if layer.gate in keep]

@@ -18,10 +18,12 @@ KEY = "mwt"
 
 @dataclass(frozen=True)
 class GatedLayer:
-    """One gated conv: where it lives in the model and how many kernels its mask covers."""
+    """One gated conv: where it lives in the model and how many kernels its mask covers.
+    ``output`` is the layer whose output the mask scales: the conv's BatchNorm, or the conv
+    itself when it has none."""
 
     conv: str
-    bn: str
+    output: str
     gate: str
     kernels: int
 

@@ -395,14 +395,14 @@ class _Relevance(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         layers = gateable_layers(model)  # the convs make_modular would gate, in mask order
-        self.bns = [model.get_submodule(layer.bn) for layer in layers]
+        self.outputs = [model.get_submodule(layer.output) for layer in layers]
         self.layers = [(layer.conv, layer.kernels) for layer in layers]
         self.model = model
 
     def forward(self, x):
         outputs = []
-        hooks = [bn.register_forward_hook(lambda m, i, o: outputs.append(
-            o.flatten(2).amax(2).gt(0).float())) for bn in self.bns]
+        hooks = [layer.register_forward_hook(lambda m, i, o: outputs.append(
+            o.flatten(2).amax(2).gt(0).float())) for layer in self.outputs]
         try:
             logits = self.model(x)
         finally:
