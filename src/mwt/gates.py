@@ -16,7 +16,8 @@ multiplied channel-wise by a mask that a small gate computes from the conv's *in
 and depthwise convs are gated like any other, one gate value per kernel. The rewritten graph
 returns the masks explicitly (``model(x, return_masks=True) -> (logits, masks)``): nothing is
 stored on modules during ``forward``, so the modular model works with torch.compile, fx and DDP.
-Parameter names of the original model are unchanged; each gate is a new submodule named ``<conv name>_gate``.
+Parameter names of the original model are unchanged; each gate is a new submodule named
+``<conv name>_gate``.
 """
 
 import copy
