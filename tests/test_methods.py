@@ -298,39 +298,38 @@ def test_softmax_free_losses_do_not_depend_on_label_values():
         torch.testing.assert_close(a, b)
 
 
-class _Depthwise(nn.Module):
-    """A MobileNet-style depthwise-separable stack: extraction cannot cut it yet."""
-
-    def __init__(self):
-        super().__init__()
-        self.c1, self.b1 = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8)
-        self.dw, self.b2 = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8)
-        self.pw, self.b3 = nn.Conv2d(8, 16, 1), nn.BatchNorm2d(16)
-        self.fc = nn.Linear(16, 10)
-
-    def forward(self, x):
-        x = torch.relu(self.b1(self.c1(x)))
-        x = torch.relu(self.b2(self.dw(x)))
-        return self.fc(torch.relu(self.b3(self.pw(x))).mean((2, 3)))
-
-
-class _Split(nn.Module):
-    """Channels split into two branches (not followed by extraction yet)."""
+class _SqueezeExcite(nn.Module):
+    """A squeeze-and-excitation block: channels scaled by a sigmoid of their own means, a
+    channel-wise product extraction cannot follow (sigmoid(0) != 0)."""
 
     def __init__(self):
         super().__init__()
         self.c1, self.b1 = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8)
         self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
-        self.c3, self.b3 = nn.Conv2d(4, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.se = nn.Linear(8, 8)
         self.fc = nn.Linear(8, 10)
 
     def forward(self, x):
-        a = torch.relu(self.b1(self.c1(x)))
-        left, right = torch.split(torch.relu(self.b2(self.c2(a))), 4, dim=1)
-        return self.fc(torch.relu(self.b3(self.c3(left + right))).mean((2, 3)))
+        x = torch.relu(self.b2(self.c2(torch.relu(self.b1(self.c1(x))))))
+        x = x * torch.sigmoid(self.se(x.mean((2, 3))))[:, :, None, None]
+        return self.fc(x.mean((2, 3)))
 
 
-@pytest.mark.parametrize("net, node", [(_Depthwise, "'dw'"), (_Split, "'split'")])
+class _Flip(nn.Module):
+    """Channels reversed (``flip(1)``): an op extraction has no rule for."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.b2(self.c2(torch.relu(self.b1(self.c1(x))))))
+        return self.fc(x.flip(1).mean((2, 3)))
+
+
+@pytest.mark.parametrize("net, node", [(_SqueezeExcite, "'mul'"), (_Flip, "'flip'")])
 @pytest.mark.parametrize("name", METHOD_NAMES)
 def test_a_model_that_cannot_be_cut_is_refused_before_training(net, node, name, tmp_path):
     torch.manual_seed(0)
@@ -351,3 +350,23 @@ def test_every_registered_model_passes_the_check():
         model = mwt.create_model(name, 10, 1, 0.125)
         check_extractable(mwt.make_modular(model), torch.randn(2, 1, 28, 28))
         check_extractable(model, torch.randn(2, 1, 28, 28))
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_each_method_trains_and_cuts_mobilenetv2(name):
+    """Depthwise convs, inverted residuals and linear bottlenecks with every method: trained,
+    modularized by the method's rule, and composed into a module with fewer MACs."""
+    torch.manual_seed(0)
+    train, test = demo_subset("train", 4), demo_subset("test", 2)
+    net = mwt.create_model("mobilenetv2", 10, 1, 0.125)
+    if get_method(name).gated:
+        net = mwt.make_modular(net)
+    result = mwt.train(net, train, test, epochs=1, batch_size=20, method=name, progress=False,
+                       verbose=False, device="cpu")
+    mods = mwt.modularize(result.model, train, 0.9, method=name)
+    sub = mwt.reuse(result.model, mods, [0, 3], train, epochs=None if name == "moda" else 1,
+                    device="cpu")
+    full = mwt.create_model("mobilenetv2", 10, 1, 0.125)
+    assert mwt.count_macs(sub, (1, 28, 28)) < mwt.count_macs(full, (1, 28, 28))
+    with torch.no_grad():
+        assert sub.eval()(test.images[:3]).shape == (3, 2)

@@ -43,12 +43,13 @@ from mwt.losses import check_signals, modular_objective
 from mwt.methods.base import Method
 from mwt.rules import activation_rate_masks, check_min_fraction
 
-_RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_)
+# ReLU6 too (MobileNetV2): it is zero exactly where ReLU is, so the activation rule reads the same
+_RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_, F.relu6)
 
 
 def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     if node.op == "call_module":
-        return isinstance(modules.get(node.target), nn.ReLU)
+        return isinstance(modules.get(node.target), (nn.ReLU, nn.ReLU6))
     if node.op == "call_function":
         return node.target in _RELU_FUNCTIONS
     return node.op == "call_method" and node.target in ("relu", "relu_")
