@@ -94,6 +94,7 @@ def _one_line_error(capsys, argv, match):
     (["train", "--lr", "x", "--out", "r"], "invalid float"),
     (["train", "--out", ""], "must not be empty"),
     (["train", "--epochs", "0", "--out", "r"], "epochs"),
+    (["train", "--crop-padding", "-1", "--out", "r"], "crop padding"),
     (["modularize", "nowhere"], "not a directory"),
     (["reuse", "nowhere", "--classes", "0", "1"], "not a directory"),
     (["export", "module", "nowhere"], "does not exist"),
@@ -263,3 +264,12 @@ def test_a_device_this_torch_cannot_run_is_one_line_before_any_work(capsys, smal
         registry.DATASETS.update(datasets)
     assert not new.exists()
     assert sorted(p.name for p in small_run.iterdir()) == before
+
+
+def test_crop_padding_is_a_run_setting():
+    from mwt.cli import RUN_OPTIONS, build_parser
+    from mwt.config import RunSpec
+
+    args = build_parser().parse_args(["train", "--crop-padding", "0", "--out", "r"])
+    given = {k: getattr(args, k) for k in RUN_OPTIONS if getattr(args, k) is not None}
+    assert RunSpec.from_settings(**given).train.crop_padding == 0  # flips only

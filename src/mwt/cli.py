@@ -76,6 +76,9 @@ def _add_train(sub) -> None:
                    help="disable horizontal flips")
     p.add_argument("--no-augment", dest="augment", action="store_false", default=None,
                    help="no augmentation at all (default: the dataset's own crop/flip)")
+    p.add_argument("--crop-padding", type=int, metavar="N",
+                   help="random crops after N pixels of zero padding; 0: no crop (default: "
+                   "the dataset's own, 4 for CIFAR-10 and Fashion-MNIST, 0 for SVHN)")
     p.add_argument("--seed", type=int, help=f"default {cfg.seed}")
     p.add_argument("--device", default=None,
                    help="cuda, cuda:1, cpu ... (default: cuda if present)")
@@ -103,7 +106,7 @@ def _add_train(sub) -> None:
 # The `mwt train` options that describe the run (RunSpec and TrainConfig fields, CLI switches).
 RUN_OPTIONS = ("model", "dataset", "data_dir", "download", "width", "standard", "epochs",
                "method", "method_options", "alpha", "beta", "reduction", "lr", "weight_decay",
-               "batch_size", "hflip", "augment", "seed", "local_losses", "sync_bn",
+               "batch_size", "hflip", "augment", "crop_padding", "seed", "local_losses", "sync_bn",
                "track_modularity")
 
 

@@ -4,8 +4,8 @@
 modular training: it extracts a trial module from the model as it is (every gated layer cut to
 every other kernel, the pattern shifted from layer to layer so that the two sides of a residual
 add keep different kernels) with the gates removed and, for a gated model, kept, and runs it on
-an example batch when one is given. Whatever extraction cannot follow (a grouped convolution, a
-concatenation of cut tensors, an unknown layer) is one error naming the graph node, in seconds,
+an example batch when one is given. Whatever extraction cannot follow (a channel-wise product, a
+channel flip, an unknown layer) is one error naming the graph node, in seconds,
 instead of after hours of training.
 """
 

@@ -66,7 +66,7 @@ def activation_view(model: nn.Module) -> fx.GraphModule:
     graph, modules = gm.graph, dict(gm.named_modules())
     pairs = gated_conv_pairs(gm)
     if not pairs:
-        raise MwtError("MODA needs at least two Conv2d+BatchNorm2d layers (the first conv is "
+        raise MwtError("MODA needs at least two Conv2d layers (the first conv is "
                        "not a unit layer)")
     return_masks = add_return_masks_argument(graph)
     signals = []
