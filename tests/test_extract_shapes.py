@@ -244,3 +244,24 @@ def test_each_shape_exports_to_pt2_and_onnx(cls, tmp_path):
     session = onnx.InferenceSession(str(path))
     (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cls", SHAPES, ids=lambda c: c.__name__)
+def test_each_shape_trained_with_mwt_extracts_exactly(cls):
+    """On gates that MwT trained (not drawn at random): the same exactness."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(48) % 4
+    images = torch.randn(48, *SHAPE, generator=g) + labels[:, None, None, None] * 0.5
+    result = mwt.train(mwt.make_modular(cls()), (images, labels), epochs=4, batch_size=8,
+                       lr=0.1, beta=4.0, progress=False, verbose=False, device="cpu")
+    model = result.model.eval()
+    x = images[0:8:4]  # two samples of class 0
+    kernels, logits, masks = sample_kernels(model, x)
+    assert not bool(kernels.all())  # the trained gates closed some kernels: a real cut
+    kept = extract_module(model, kernels, keep_gates=True)
+    with torch.no_grad():
+        out, _ = kept(x, return_masks=True)
+    torch.testing.assert_close(out, logits, rtol=1e-4, atol=1e-4)
+    whole = extract_module(model, torch.ones_like(kernels))
+    assert mwt.count_macs(extract_module(model, kernels), SHAPE) < mwt.count_macs(whole, SHAPE)
