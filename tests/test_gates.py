@@ -13,8 +13,8 @@ from mwt.extract import extract_module
 from mwt.gates import (
     Gate,
     gate_application,
-    gated_conv_pairs,
     gated_layers,
+    gated_sites,
     is_mask_output,
     strip_gates,
     trace,
@@ -47,7 +47,7 @@ def test_registration_order_does_not_decide_which_convs_are_gated():
     modular = mwt.make_modular(standard)
     expected = [("conv_b", 16), ("conv_c", 4)]  # call order, conv_a (the first called) excluded
     assert [(layer.conv, layer.kernels) for layer in gated_layers(modular)] == expected
-    assert [(c.target, b.target) for c, b in gated_conv_pairs(standard)] == \
+    assert [(c.target, b.target) for c, b in gated_sites(standard)] == \
         [("conv_b", "bn_b"), ("conv_c", "bn_c")]
     assert mwt.count_gated_kernels(standard) == mwt.count_gated_kernels(modular) == 20
 
@@ -68,9 +68,9 @@ def test_registration_order_does_not_decide_which_convs_are_gated():
                                rtol=1e-4, atol=1e-5)
 
 
-def test_gated_conv_pairs_of_a_modular_model_are_its_gated_layers():
+def test_gated_sites_of_a_modular_model_are_its_gated_layers():
     modular = sparse_modular("resnet18")
-    pairs = [(conv.target, bn.target) for conv, bn in gated_conv_pairs(modular)]
+    pairs = [(conv.target, bn.target) for conv, bn in gated_sites(modular)]
     assert pairs == [(layer.conv, layer.output) for layer in gated_layers(modular)]
 
 

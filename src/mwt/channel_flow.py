@@ -14,6 +14,8 @@ cut tensor changes nothing downstream. Hence the rules:
 - a gated conv keeps its module's kernels, an ungated one all of them. A grouped conv computes
   whole groups (the groups of its kept kernels, which read their groups' inputs; a depthwise
   conv's channel k reads input channel k) and hands on its kept kernels only;
+- a transformer unit block keeps its module's heads or neurons inside it; the residual stream
+  it reads and writes is never cut;
 - BatchNorm, activations that map 0 to 0, pooling and flattening pass channel sets through;
 - a residual add whose sides keep different channels keeps their union (``Flow.scatters``);
 - a concatenation along channels keeps each part's channels at its offset; a split or chunk
@@ -30,7 +32,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mwt.errors import MwtError
-from mwt.gates import Gate, gate_application, global_avg_pool, is_mask_output
+from mwt.gates import Gate, gate_application, global_avg_pool, is_mask_output, units_of
+from mwt.models.unit_blocks import UnitBlock
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,15 @@ def _conv(node: fx.Node, flow: Flow) -> Channels:
                     flow.kept.get(node.target, torch.arange(conv.out_channels)))
 
 
+def _unit_block(node: fx.Node, flow: Flow) -> None:
+    """A transformer block (attention, MLP) keeps its kept units inside (``mwt.slicing`` cuts
+    it with ``UnitBlock.sliced``); it reads and writes the residual stream, which is never
+    cut, so nothing is followed past it."""
+    if is_cut(flow.input(node)):
+        raise node_error(node, "a transformer block reading a cut tensor")
+    return None
+
+
 def _linear(node: fx.Node, flow: Flow) -> None:
     """A Linear after the convs loses the input features of removed channels; its outputs are
     features, not channels, so nothing is followed past it."""
@@ -169,8 +181,8 @@ def _flatten_module(node: fx.Node, flow: Flow) -> Flowing:
 
 def _gate(node: fx.Node, flow: Flow) -> Channels:
     """A kept gate computes mask values for its layer's kept kernels only."""
-    conv = flow.gates[node.target]
-    return Channels(flow.modules[conv].out_channels, flow.kept[conv])
+    layer = flow.gates[node.target]
+    return Channels(units_of(flow.modules[layer]), flow.kept[layer])
 
 
 def _gated_output(node: fx.Node, flow: Flow) -> Flowing:
@@ -321,6 +333,7 @@ _CONCATS = (torch.cat, torch.concat, torch.concatenate)
 # By layer type, first match wins; a layer with no rule is an error if any of its inputs is cut.
 MODULE_RULES: list[tuple[type | tuple[type, ...], Rule]] = [
     (nn.Conv2d, _conv),
+    (UnitBlock, _unit_block),
     (nn.BatchNorm2d, passthrough),  # its conv's kernels, cut with them (the gate comes after)
     (Gate, _gate),
     (nn.Linear, _linear),

@@ -35,6 +35,7 @@ from mwt.model_info import (
     set_mwt_info,
     update_mwt_info,
 )
+from mwt.models.unit_blocks import UnitBlock
 
 
 class Gate(nn.Module):
@@ -142,31 +143,60 @@ def conv_bn_pairs(graph: fx.Graph,
     return pairs
 
 
+def token_mean(x: torch.Tensor) -> torch.Tensor:
+    """[B, N, D] tokens -> [B, D]: the gate's view of a transformer block's input."""
+    return x.mean(1)
+
+
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer, with transformer unit blocks (``mwt.models.unit_blocks``) as leaves:
+    one node per block, which takes its units' mask as an argument."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, UnitBlock) or super().is_leaf_module(m, qualname)
+
+
 def trace(model: nn.Module) -> fx.GraphModule:
-    """Symbolically trace a model, with a clear error when it cannot be traced."""
+    """Symbolically trace a model (unit blocks as leaves), with a clear error when it cannot
+    be traced."""
     try:
-        return fx.symbolic_trace(model)
+        tracer = _Tracer()
+        graph = tracer.trace(model)
+        name = model.__class__.__name__
+        return fx.GraphModule(tracer.root, graph, name)
     except Exception as exc:  # fx raises many types; the user needs the reason in one line
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MwtError(f"could not trace {type(model).__name__} with torch.fx ({reason}); "
                        "MwT needs a forward without data-dependent control flow") from exc
 
 
-def gated_conv_pairs(model: nn.Module) -> list[tuple[fx.Node, fx.Node]]:
-    """The (conv node, BN node) pairs MwT gates: all but the first conv, in graph order.
+def gated_sites(model: nn.Module) -> list[tuple[fx.Node, fx.Node]]:
+    """The (unit node, gated node) pairs MwT gates, in graph order: every conv but the first
+    with the node its gate scales (``conv_bn_pairs``), and every unit block (a transformer's
+    attention or MLP), which is both.
 
-    Graph order is the order the forward calls the convs, not the order their modules were
+    Graph order is the order the forward calls the layers, not the order their modules were
     registered, so a model whose ``__init__`` lists its layers out of order is gated the same
     way whether it is counted, modularized as a standard model or made modular. A GraphModule
     (a modular model included) is read as it is; any other model is traced first.
     """
     gm = model if isinstance(model, fx.GraphModule) else trace(model)
-    return conv_bn_pairs(gm.graph, _module_map(gm))[1:]  # the first conv reads the raw input
+    modules = _module_map(gm)
+    convs = conv_bn_pairs(gm.graph, modules)[1:]  # the first conv reads the raw input
+    blocks = [(n, n) for n in gm.graph.nodes if n.op == "call_module"
+              and isinstance(modules[n.target], UnitBlock)]
+    order = {node: i for i, node in enumerate(gm.graph.nodes)}
+    return sorted(convs + blocks, key=lambda pair: order[pair[0]])
 
 
-def _gated_layer(gm: nn.Module, conv: fx.Node, output: fx.Node) -> GatedLayer:
-    kernels = gm.get_submodule(conv.target).out_channels
-    return GatedLayer(conv.target, output.target, f"{conv.target}_gate", kernels)
+def units_of(layer: nn.Module) -> int:
+    """How many units a gated layer has: a conv's kernels, a unit block's heads or neurons."""
+    return layer.units if isinstance(layer, UnitBlock) else layer.out_channels
+
+
+def _gated_layer(gm: nn.Module, unit: fx.Node, output: fx.Node) -> GatedLayer:
+    kernels = units_of(gm.get_submodule(unit.target))
+    return GatedLayer(unit.target, output.target, f"{unit.target}_gate", kernels)
 
 
 def gateable_layers(model: nn.Module) -> list[GatedLayer]:
@@ -175,7 +205,7 @@ def gateable_layers(model: nn.Module) -> list[GatedLayer]:
     if is_modular(model):
         return gated_layers(model)
     gm = model if isinstance(model, fx.GraphModule) else trace(model)
-    return [_gated_layer(gm, conv, bn) for conv, bn in gated_conv_pairs(gm)]
+    return [_gated_layer(gm, unit, out) for unit, out in gated_sites(gm)]
 
 
 def add_return_masks_argument(graph: fx.Graph) -> fx.Node:
@@ -197,36 +227,47 @@ def return_signals(graph: fx.Graph, signals: list[fx.Node], return_masks: fx.Nod
 
 
 def make_modular(model: nn.Module) -> fx.GraphModule:
-    """Return a modular copy of ``model``: a gate after every conv's BN except the first conv.
+    """Return a modular copy of ``model``: a gate after every conv's BN except the first conv's,
+    and one for every unit block (a transformer's attention heads, its MLP neurons).
 
     The copy's ``forward(x, return_masks=False)`` returns logits, or ``(logits, masks)`` where
-    ``masks`` is a list of [B, K_l] tensors in [0, 1), one per gated conv, in graph order.
+    ``masks`` is a list of [B, K_l] tensors in [0, 1), one per gated layer, in graph order.
     """
     if is_modular(model):
         raise MwtError("the model is already modular (it has gates)")
     model = copy.deepcopy(model)
     gm = trace(model)
     graph, modules = gm.graph, _module_map(gm)
-    pairs = gated_conv_pairs(gm)
-    if not pairs:
-        raise MwtError("MwT needs at least two Conv2d layers (the first is not gated)")
+    sites = gated_sites(gm)
+    if not sites:
+        raise MwtError("MwT needs at least two Conv2d layers (the first is not gated) or a "
+                       "transformer unit block (mwt.models.unit_blocks)")
 
     return_masks = add_return_masks_argument(graph)
-    pooled: dict[fx.Node, fx.Node] = {}
+    pooled: dict[tuple, fx.Node] = {}
     masks, layers = [], []
-    for conv_node, out_node in pairs:
-        conv = modules[conv_node.target]
-        layer = _gated_layer(gm, conv_node, out_node)
-        gm.add_submodule(layer.gate, Gate(conv.in_channels, conv.out_channels))
-        x = conv_node.args[0]
-        if x not in pooled:  # convs that read the same tensor (a block and its shortcut) share it
-            with graph.inserting_after(x):
-                pooled[x] = graph.call_function(global_avg_pool, (x,))
-        with graph.inserting_after(out_node):
-            mask = graph.call_module(layer.gate, (pooled[x],))
-        with graph.inserting_after(mask):
-            gated = graph.call_function(apply_mask, (out_node, mask))
-        out_node.replace_all_uses_with(gated, delete_user_cb=lambda user, g=gated: user is not g)
+    for unit_node, out_node in sites:
+        unit = modules[unit_node.target]
+        block = isinstance(unit, UnitBlock)
+        layer = _gated_layer(gm, unit_node, out_node)
+        gm.add_submodule(layer.gate, Gate(unit.in_features if block else unit.in_channels,
+                                          layer.kernels))
+        x = unit_node.args[0]
+        pool = token_mean if block else global_avg_pool
+        if (x, pool) not in pooled:  # layers that read the same tensor (a block and its
+            with graph.inserting_after(x):  # shortcut) share it
+                pooled[x, pool] = graph.call_function(pool, (x,))
+        if block:  # the block scales its own units: the mask is its argument
+            with graph.inserting_before(unit_node):
+                mask = graph.call_module(layer.gate, (pooled[x, pool],))
+            unit_node.kwargs = {**unit_node.kwargs, "unit_mask": mask}
+        else:
+            with graph.inserting_after(out_node):
+                mask = graph.call_module(layer.gate, (pooled[x, pool],))
+            with graph.inserting_after(mask):
+                gated = graph.call_function(apply_mask, (out_node, mask))
+            out_node.replace_all_uses_with(gated,
+                                           delete_user_cb=lambda user, g=gated: user is not g)
         masks.append(mask)
         layers.append(layer)
 
@@ -234,6 +275,14 @@ def make_modular(model: nn.Module) -> fx.GraphModule:
     modular = fx.GraphModule(gm, graph, class_name=f"Modular{type(model).__name__}")
     modular.train(model.training)
     return set_mwt_info(modular, MwtInfo(spec=mwt_info(model).spec, layers=tuple(layers)))
+
+
+def block_mask(node: fx.Node) -> fx.Node | None:
+    """The mask node a unit block's call takes (``unit_mask``) in a modular graph, else None."""
+    if node.op == "call_module":
+        mask = node.kwargs.get("unit_mask")
+        return mask if isinstance(mask, fx.Node) else None
+    return None
 
 
 def gate_application(node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
@@ -268,6 +317,11 @@ def strip_gates(model: fx.GraphModule, keep: Iterable[str] = (), *,
     gm = model if inplace else copy.deepcopy(model)
     graph = gm.graph
     for node in list(graph.nodes):
+        mask = block_mask(node)
+        if mask is not None and mask.target not in keep:  # a unit block: unmasked again
+            node.kwargs = {k: v for k, v in node.kwargs.items() if k != "unit_mask"}
+            _drop_mask(graph, mask)
+            continue
         parts = gate_application(node)
         if parts is None or parts[1].target in keep:
             continue
@@ -295,7 +349,8 @@ def _drop_mask(graph: fx.Graph, mask: fx.Node) -> None:
             user.args = (logits, [m for m in masks if m is not mask], flag)
     pooled = mask.args[0]
     graph.erase_node(mask)
-    if isinstance(pooled, fx.Node) and pooled.target is global_avg_pool and not pooled.users:
+    if (isinstance(pooled, fx.Node) and pooled.target in (global_avg_pool, token_mean)
+            and not pooled.users):
         graph.erase_node(pooled)
 
 
@@ -335,6 +390,6 @@ def kernel_rate(masks) -> torch.Tensor:
 
 
 __all__ = ["Gate", "GatedLayer", "make_modular", "strip_gates", "is_modular", "gated_layers",
-           "gateable_layers", "gated_conv_pairs", "gate_application", "is_mask_output",
-           "count_gated_kernels", "kernel_rate", "trace", "conv_bn_pairs",
-           "global_avg_pool", "apply_mask"]
+           "gateable_layers", "gated_sites", "units_of", "gate_application", "block_mask",
+           "is_mask_output", "count_gated_kernels", "kernel_rate", "trace", "conv_bn_pairs",
+           "global_avg_pool", "token_mean", "apply_mask"]

@@ -4,6 +4,10 @@ The paper reports FLOPs as fvcore counts them: one per multiply-add of a conv or
 5 per input element of an affine BatchNorm (4 without affine; fvcore's training-mode rule),
 1 per input element of adaptive average pooling, and 0 for ReLU, max-pooling, dropout,
 additions and reshapes. With these rules the paper's VGG16 is 315.11 M MACs on 3x32x32.
+Transformers: 5 per element of an affine LayerNorm (fvcore's norm rule), Linears per token, and
+for attention the two products QK^T and AV, 2 x heads x N^2 x head_dim per sample (fvcore
+counts matmuls, but not a fused ``scaled_dot_product_attention``, so the rule is stated here);
+softmax, GELU and the residual adds are free.
 
 Counting is done with forward hooks on leaf modules, so functional operations in a ``forward``
 (``F.relu``, ``x + y``, ``x.mean``) are free, as they are in fvcore for those op types.
@@ -16,6 +20,7 @@ import torch.nn as nn
 
 from mwt.errors import MwtError
 from mwt.inference import evaluating
+from mwt.models.unit_blocks import HeadAttention, attention_macs
 
 _FREE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
          nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
@@ -43,12 +48,25 @@ def _avgpool_macs(m: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
     return inp.numel()
 
 
+def _layernorm_macs(m: nn.LayerNorm, inp: torch.Tensor, out: torch.Tensor) -> int:
+    # fvcore's norm rule, as for BatchNorm: 5 per element with affine parameters, else 4.
+    return inp.numel() * (5 if m.elementwise_affine else 4)
+
+
+def _attention_macs(m: HeadAttention, inp: torch.Tensor, out) -> int:
+    # The attention products QK^T and AV (2 x heads x N^2 x head_dim a sample); the Q, K, V
+    # and output projections are Linears inside the block, counted by their own rule.
+    return inp.shape[0] * attention_macs(m, inp.shape[1])
+
+
 _RULES: list[tuple[type, Callable[..., int]]] = [
     (nn.Conv2d, _conv_macs),
     (nn.Linear, _linear_macs),
     (nn.BatchNorm1d, _bn_macs),
     (nn.BatchNorm2d, _bn_macs),
     (nn.AdaptiveAvgPool2d, _avgpool_macs),
+    (nn.LayerNorm, _layernorm_macs),
+    (HeadAttention, _attention_macs),  # a container: its Linears count themselves
 ]
 
 
@@ -98,9 +116,9 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], *, per_layer: boo
 
     try:
         for name, module in model.named_modules():
-            if next(module.children(), None) is not None:
-                continue  # only leaves: a container's cost is its children's
             rule = _rule_for(module)
+            if rule is None and next(module.children(), None) is not None:
+                continue  # a container's cost is its children's (and its own rule's, if any)
             if rule is not None:
                 handles.append(module.register_forward_hook(make_hook(name, rule)))
             elif not isinstance(module, _FREE) and next(module.parameters(False), None) is not None:

@@ -36,6 +36,7 @@ from mwt.inference import batches, evaluating
 from mwt.io import read_artifact, read_json, write_artifact
 from mwt.methods import METHODS as TRAINING_METHODS
 from mwt.methods import get_method
+from mwt.methods.moda import activation_view
 from mwt.metrics import jaccard_cohesion, jaccard_coupling, kernel_retention_rate
 from mwt.model_info import model_config
 from mwt.rules import check_tau, module_masks
@@ -390,25 +391,18 @@ def _validated(meta: dict, t: dict, where: Path) -> dict:
 
 
 class _Relevance(nn.Module):
-    """A standard model's kernel relevance: BN output with any positive element (section 4.2)."""
+    """A standard model's unit relevance (section 4.2): a unit is relevant to a sample where its
+    activation is positive somewhere, read off MODA's activation view (a conv kernel: its
+    ReLU'd BatchNorm output has a positive element; a transformer unit: its block's signal).
+    The view shares the model's parameters."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        layers = gateable_layers(model)  # the convs make_modular would gate, in mask order
-        self.outputs = [model.get_submodule(layer.output) for layer in layers]
-        self.layers = [(layer.conv, layer.kernels) for layer in layers]
-        self.model = model
+        self.view = activation_view(model)
 
     def forward(self, x):
-        outputs = []
-        hooks = [layer.register_forward_hook(lambda m, i, o: outputs.append(
-            o.flatten(2).amax(2).gt(0).float())) for layer in self.outputs]
-        try:
-            logits = self.model(x)
-        finally:
-            for h in hooks:
-                h.remove()
-        return logits, outputs
+        logits, signals = self.view(x, return_masks=True)
+        return logits, [(s > 0).float() for s in signals]
 
 
 def _layer_sizes(model) -> list[tuple[str, int]]:

@@ -25,6 +25,7 @@ from torch.nn.utils import skip_init
 
 from mwt.channel_flow import Channels, Flow, grouped_conv_plan, is_cut
 from mwt.gates import Gate
+from mwt.models.unit_blocks import UnitBlock
 
 
 def pad_gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -109,11 +110,17 @@ SLICERS: list[tuple[type, Slicer]] = [
 
 
 def slice_layers(gm: fx.GraphModule, flow: Flow) -> None:
-    """Replace every layer that lost input or output channels by its slice."""
+    """Replace every layer that lost input or output channels by its slice, and every unit
+    block that lost units by ``UnitBlock.sliced``."""
     for node in gm.graph.nodes:
         if node.op != "call_module":
             continue
         module = flow.modules[node.target]  # the original layer, even if replaced already
+        if isinstance(module, UnitBlock):
+            kept = flow.kept.get(node.target)
+            if kept is not None and len(kept) < module.units:
+                gm.add_submodule(node.target, module.sliced(kept))
+            continue
         slicer = next((s for cls, s in SLICERS if isinstance(module, cls)), None)
         inputs, outputs = flow.input(node), flow.channels.get(node)
         # A layer that keeps all its channels (e.g. the first conv) stays as it is.
@@ -123,14 +130,17 @@ def slice_layers(gm: fx.GraphModule, flow: Flow) -> None:
 
 def fold_gates(gm: fx.GraphModule, folds: dict[str, torch.Tensor]) -> None:
     """Fold constant gate values into the layer they scale: its BN,
-    (gamma x_hat + beta) g = (gamma g) x_hat + beta g, or a conv without BN, (W x + b) g.
+    (gamma x_hat + beta) g = (gamma g) x_hat + beta g, a conv without BN, (W x + b) g, or a
+    unit block (``UnitBlock.scale_units``).
 
     Runs after slicing, so each layer already holds just its kept kernels, whose values
     ``folds`` holds in the same order; a layer that was not sliced is extraction's own copy.
     """
     for name, scale in folds.items():
         layer = gm.get_submodule(name)
-        if isinstance(layer, nn.Conv2d):
+        if isinstance(layer, UnitBlock):
+            layer.scale_units(scale)
+        elif isinstance(layer, nn.Conv2d):
             weight, bias = layer.weight, layer.bias
             with torch.no_grad():
                 scale = scale.to(weight)

@@ -20,6 +20,7 @@ union of its classes' units with only the target classes' rows of the last layer
 no fine-tuning.
 """
 
+import operator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -33,7 +34,7 @@ from mwt.errors import MwtError
 from mwt.fusion import training_view
 from mwt.gates import (
     add_return_masks_argument,
-    gated_conv_pairs,
+    gated_sites,
     global_avg_pool,
     is_modular,
     return_signals,
@@ -41,6 +42,7 @@ from mwt.gates import (
 )
 from mwt.losses import check_signals, modular_objective
 from mwt.methods.base import Method
+from mwt.models.unit_blocks import UnitBlock
 from mwt.rules import activation_rate_masks, check_min_fraction
 
 # ReLU6 too (MobileNetV2): it is zero exactly where ReLU is, so the activation rule reads the same
@@ -64,13 +66,16 @@ def activation_view(model: nn.Module) -> fx.GraphModule:
     for the signal alone, and the model's own computation is unchanged."""
     gm = trace(model)
     graph, modules = gm.graph, dict(gm.named_modules())
-    pairs = gated_conv_pairs(gm)
+    pairs = gated_sites(gm)
     if not pairs:
         raise MwtError("MODA needs at least two Conv2d layers (the first conv is "
-                       "not a unit layer)")
+                       "not a unit layer) or a transformer unit block")
     return_masks = add_return_masks_argument(graph)
     signals = []
-    for _, bn in pairs:
+    for unit, bn in pairs:
+        if isinstance(modules[unit.target], UnitBlock):  # it returns its units' signal itself
+            signals.append(_block_signal(graph, unit))
+            continue
         users = list(bn.users)
         if len(users) == 1 and _is_relu(users[0], modules):
             source = users[0]
@@ -83,6 +88,19 @@ def activation_view(model: nn.Module) -> fx.GraphModule:
     view = fx.GraphModule(gm, graph, class_name=f"Activations{type(model).__name__}")
     view.train(model.training)
     return view
+
+
+def _block_signal(graph: fx.Graph, node: fx.Node) -> fx.Node:
+    """Call a unit block with ``return_signal=True``: its output goes on, its signal is read."""
+    with graph.inserting_after(node):
+        both = graph.call_module(node.target, node.args, {**node.kwargs, "return_signal": True})
+    with graph.inserting_after(both):
+        out = graph.call_function(operator.getitem, (both, 0))
+    with graph.inserting_after(out):
+        signal = graph.call_function(operator.getitem, (both, 1))
+    node.replace_all_uses_with(out)
+    graph.erase_node(node)
+    return signal
 
 
 def compactness_loss(signals) -> torch.Tensor:

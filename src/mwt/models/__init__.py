@@ -1,7 +1,7 @@
 """The registered CNNs, one file per family: vgg.py (vgg16, simcnn), resnet.py, rescnn.py,
-densenet.py, mobilenetv2.py."""
+densenet.py, mobilenetv2.py, vit.py (transformer unit blocks in unit_blocks.py)."""
 
-from mwt.models import densenet, mobilenetv2, rescnn, resnet, vgg  # noqa: F401
+from mwt.models import densenet, mobilenetv2, rescnn, resnet, vgg, vit  # noqa: F401
 from mwt.models.registry import ModelSpec, create_model, list_models, register_model
 
 __all__ = ["ModelSpec", "create_model", "list_models", "register_model"]

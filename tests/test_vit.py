@@ -1,0 +1,149 @@
+"""Vision Transformers: heads and MLP neurons as units, gated, cut exactly, counted, trained by
+every method, reused and exported."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+import mwt
+from helpers import demo_subset, randomise, with_constant_gates
+from mwt.extract import extract_module
+from mwt.gates import gated_layers
+from mwt.methods import get_method
+from mwt.models.unit_blocks import HeadAttention, TokenMLP
+
+SHAPE = (1, 28, 28)
+
+
+def vit(seed=0):
+    torch.manual_seed(seed)
+    return randomise(mwt.make_modular(mwt.create_model("vit_tiny", 10, 1, 0.25)), seed)
+
+
+def kernels_of(model, x):
+    with torch.no_grad():
+        logits, masks = model(x, return_masks=True)
+    kernels = (torch.cat(masks, 1) > 0).any(0)
+    offset = 0
+    for layer in gated_layers(model):
+        if not bool(kernels[offset:offset + layer.kernels].any()):
+            kernels[offset] = True
+        offset += layer.kernels
+    return kernels, logits, masks
+
+
+def test_units_are_each_blocks_heads_and_mlp_neurons():
+    model = vit()
+    layers = gated_layers(model)
+    assert [layer.conv for layer in layers[:2]] == ["blocks.0.attn", "blocks.0.mlp"]
+    assert [layer.kernels for layer in layers[:2]] == [4, 96]  # 4 heads; MLP 384 x 0.25
+    assert len(layers) == 12 and mwt.count_gated_kernels(model) == 6 * (4 + 96)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_extraction_is_exact_on_samples_inside_the_module(seed):
+    model = vit(seed)
+    x = torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(seed))
+    kernels, logits, masks = kernels_of(model, x)
+    assert not bool(kernels.all())
+    kept = extract_module(model, kernels, keep_gates=True)
+    with torch.no_grad():
+        out, kept_masks = kept(x, return_masks=True)
+    torch.testing.assert_close(out, logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.cat(kept_masks, 1), torch.cat(masks, 1)[:, kernels])
+    plain = extract_module(model, kernels)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), with_constant_gates(model, kernels.float())(x),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_a_kept_head_is_computed_exactly_and_a_dropped_one_is_absent():
+    torch.manual_seed(0)
+    block = HeadAttention(16, 4, 8).eval()
+    x = torch.randn(2, 5, 16)
+    mask = torch.tensor([[1.0, 0.0, 0.3, 0.0], [0.5, 0.0, 1.0, 0.0]])
+    cut = block.sliced(torch.tensor([0, 2]))
+    assert (cut.units, cut.q.out_features, cut.proj.in_features) == (2, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(cut(x, unit_mask=mask[:, [0, 2]]), block(x, unit_mask=mask))
+    mlp = TokenMLP(16, 10).eval()
+    keep = torch.tensor([1, 4, 9])
+    neurons = torch.zeros(2, 10)
+    neurons[:, keep] = torch.rand(2, 3) + 0.1
+    small = mlp.sliced(keep)
+    assert (small.fc1.out_features, small.fc2.in_features) == (3, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x, unit_mask=neurons[:, keep]),
+                                   mlp(x, unit_mask=neurons))
+
+
+def _hand_macs(module, shape) -> int:
+    """Patch conv, LayerNorms (5 per element), Linears per token, attention products."""
+    sizes = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: sizes.__setitem__(n, i[0].shape))
+             for n, m in module.named_modules()
+             if isinstance(m, (nn.Conv2d, nn.LayerNorm, nn.Linear, HeadAttention))]
+    with torch.no_grad():
+        module(torch.zeros(1, *shape))
+    for h in hooks:
+        h.remove()
+    total = 0
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Conv2d):
+            _, _, h, w = sizes[name]
+            total += m.out_channels * m.in_channels * (h // 4) * (w // 4) * 16
+        elif isinstance(m, nn.LayerNorm):
+            total += 5 * sizes[name].numel()
+        elif isinstance(m, nn.Linear):
+            total += sizes[name].numel() // m.in_features * m.in_features * m.out_features
+        elif isinstance(m, HeadAttention):
+            n = sizes[name][1]
+            total += 2 * m.units * n * n * m.head_dim
+    return total
+
+
+def test_macs_of_a_module_are_the_hand_count_and_fall_with_units():
+    model = vit()
+    kernels, _, _ = kernels_of(model, torch.randn(2, *SHAPE))
+    plain = extract_module(model, kernels)
+    whole = extract_module(model, torch.ones_like(kernels))
+    assert mwt.count_macs(plain, SHAPE) == _hand_macs(plain, SHAPE)
+    assert mwt.count_macs(whole, SHAPE) == _hand_macs(whole, SHAPE)
+    assert mwt.count_macs(plain, SHAPE) < mwt.count_macs(whole, SHAPE)
+
+
+def test_folded_gates_scale_the_units():
+    model = vit()
+    kernels, _, _ = kernels_of(model, torch.randn(2, *SHAPE))
+    values = torch.rand(kernels.numel()) * 0.5 + 0.25
+    module = extract_module(model, kernels, fold_gates=True, gate_values=values)
+    x = torch.randn(3, *SHAPE)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), with_constant_gates(model, values * kernels)(x),
+                                   rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mwt", "nemo", "moda"])
+def test_a_micro_vit_trains_modularizes_reuses_and_exports(name, tmp_path):
+    torch.manual_seed(0)
+    train, test = demo_subset("train", 6), demo_subset("test", 2)
+    net = mwt.create_model("vit_tiny", 10, 1, 0.125)
+    if get_method(name).gated:
+        net = mwt.make_modular(net)
+    result = mwt.train(net, train, test, epochs=1, batch_size=20, method=name, progress=False,
+                       verbose=False, device="cpu")
+    mods = mwt.modularize(result.model, train, 0.9, method=name)
+    sub = mwt.reuse(result.model, mods, [0, 3], train, epochs=None if name == "moda" else 1,
+                    device="cpu")
+    x = test.images[:3]
+    with torch.no_grad():
+        out = sub.eval()(x)
+    assert out.shape == (3, 2)
+    mwt.save_module(sub, tmp_path / "m")
+    back = mwt.load_module(tmp_path / "m")
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), out)
+    path = mwt.export_module(back, tmp_path / "m.pt2", "pt2")
+    program = torch.export.load(str(path)).module()
+    with torch.no_grad():
+        torch.testing.assert_close(program(x), out, rtol=1e-4, atol=1e-4)
