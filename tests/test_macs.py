@@ -100,10 +100,16 @@ def test_forward_kwargs_are_passed_through():
 
 
 def test_uncounted_leaves_are_listed():
-    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+    model = nn.Sequential(nn.Linear(4, 4), nn.PReLU(4))
     total, per = count_macs(model, (4,), per_layer=True)
     assert total == 16 and per["uncounted"] == ["1"]
     assert count_macs(model, (4,)) == 16
+
+
+def test_layernorm_is_fvcores_norm_rule():
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4),
+                          nn.LayerNorm(4, elementwise_affine=False))
+    assert count_macs(model, (3, 4)) == 3 * 16 + 5 * 12 + 4 * 12
 
 
 def test_follows_parameter_dtype():

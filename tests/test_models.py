@@ -9,6 +9,7 @@ import torch.nn as nn
 import mwt
 from helpers import UserCNN, convs_in_call_order
 from mwt.gates import gated_layers
+from mwt.models.unit_blocks import UnitBlock
 
 MODELS = mwt.list_models()  # every registered model is tested, a new one too
 
@@ -26,19 +27,21 @@ GATED_KERNELS = {
     + 2 * (192 + 192 + 32) + (192 + 192 + 64) + 3 * (384 + 384 + 64) + (384 + 384 + 96)
     + 2 * (576 + 576 + 96) + (576 + 576 + 160) + 2 * (960 + 960 + 160) + (960 + 960 + 320)
     + 1280,
+    "vit_tiny": 6 * (4 + 384),                            # per block: 4 heads, 384 neurons
 }
 
 
 def test_registry_lists_the_models():
     assert mwt.list_models() == ["densenet", "mobilenetv2", "rescnn", "resnet18", "simcnn",
-                                 "vgg16"]
+                                 "vgg16", "vit_tiny"]
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_gated_kernel_count(name):
     model = mwt.create_model(name, num_classes=10, in_channels=3, width=1.0)
     called = convs_in_call_order(model, (3, 32, 32))
-    expected = sum(conv.out_channels for conv in called[1:])
+    expected = sum(conv.out_channels for conv in called[1:]) + sum(
+        m.units for m in model.modules() if isinstance(m, UnitBlock))  # a transformer's units
     if name in GATED_KERNELS:
         assert expected == GATED_KERNELS[name]
     assert mwt.count_gated_kernels(model) == expected

@@ -9,9 +9,9 @@ knows how to cut itself to some of its units (:meth:`UnitBlock.sliced`): a unit 
 absent from the smaller block and costs nothing, a unit kept computes exactly what it did.
 With ``return_signal=True`` it also returns each unit's activity per sample, the signal that
 MODA reads: an MLP neuron's mean positive activation over tokens (zero exactly where it is
-inactive, as a ReLU unit's mean |a| is), a head's mean |output| (a head's output has no sign, so
-it is active wherever it attends at all). ``torch.fx`` traces these blocks as leaves (``mwt.gates.trace``), so the rest of
-torch-mwt sees one node per block.
+inactive, as a ReLU unit's mean |a| is), a head's mean |output| (a head's output has no sign,
+so it is active wherever it attends at all). ``torch.fx`` traces these blocks as leaves
+(``mwt.gates.trace``), so the rest of torch-mwt sees one node per block.
 
 These are model layers: they know nothing of gates or methods. The residual stream (their input
 and output width) is never cut.
