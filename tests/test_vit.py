@@ -147,3 +147,19 @@ def test_a_micro_vit_trains_modularizes_reuses_and_exports(name, tmp_path):
     program = torch.export.load(str(path)).module()
     with torch.no_grad():
         torch.testing.assert_close(program(x), out, rtol=1e-4, atol=1e-4)
+
+
+def test_a_torch_transformer_layer_is_refused_in_one_sentence():
+    class TorchViT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.patch = nn.Conv2d(1, 16, 4, 4)
+            self.encoder = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+            self.fc = nn.Linear(16, 3)
+
+        def forward(self, x):
+            return self.fc(self.encoder(self.patch(x).flatten(2).transpose(1, 2)).mean(1))
+
+    with pytest.raises(mwt.MwtError, match="'encoder' is a torch TransformerEncoderLayer.*"
+                                           "unit_blocks"):
+        mwt.make_modular(TorchViT())

@@ -240,6 +240,14 @@ def make_modular(model: nn.Module) -> fx.GraphModule:
     graph, modules = gm.graph, _module_map(gm)
     sites = gated_sites(gm)
     if not sites:
+        torch_attention = next((name for name, m in model.named_modules() if isinstance(
+            m, (nn.MultiheadAttention, nn.TransformerEncoderLayer))), None)
+        if torch_attention is not None:
+            kind = type(model.get_submodule(torch_attention)).__name__
+            raise MwtError(f"{torch_attention!r} is a torch {kind}, whose heads and neurons "
+                           "a gate cannot reach; build the transformer from "
+                           "mwt.models.unit_blocks (HeadAttention, TokenMLP) as mwt.models.vit "
+                           "does")
         raise MwtError("MwT needs at least two Conv2d layers (the first is not gated) or a "
                        "transformer unit block (mwt.models.unit_blocks)")
 
