@@ -78,6 +78,17 @@ def compare(modular, kernels, shape, batch: int, repeats: int, label: str) -> di
     return out
 
 
+def at_least_one_per_layer(modular, kernels):
+    """``kernels`` with a layer's first kernel (or head) added where it keeps none: a layer of
+    few units (a ViT's 4 heads) may draw none."""
+    kernels, offset = kernels.clone(), 0
+    for layer in mwt.gates.gated_layers(modular):
+        if not bool(kernels[offset:offset + layer.kernels].any()):
+            kernels[offset] = True
+        offset += layer.kernels
+    return kernels
+
+
 def random_rounded(modular, kernels, multiple: int):
     """``kernels`` with random kernels added until each layer's count is a multiple."""
     kernels, offset = kernels.clone(), 0
@@ -128,7 +139,8 @@ def main():
         torch.manual_seed(0)
         modular = mwt.make_modular(mwt.create_model(args.model, 10, 3, args.width))
         for keep in args.keep:
-            kernels = torch.rand(mwt.count_gated_kernels(modular)) < keep
+            kernels = at_least_one_per_layer(modular,
+                                             torch.rand(mwt.count_gated_kernels(modular)) < keep)
             variants = {"": kernels}
             if args.round:
                 variants[f", rounded to {args.round}"] = random_rounded(modular, kernels,

@@ -149,17 +149,49 @@ def test_a_micro_vit_trains_modularizes_reuses_and_exports(name, tmp_path):
         torch.testing.assert_close(program(x), out, rtol=1e-4, atol=1e-4)
 
 
+class TorchViT(nn.Module):
+    """A user's ViT from torch's own layers."""
+
+    def __init__(self, norm_first=False, activation="relu", encoder=True):
+        super().__init__()
+        self.patch = nn.Conv2d(1, 16, 4, 4)
+        layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.1, activation=activation,
+                                           batch_first=True, norm_first=norm_first)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False) if encoder \
+            else layer
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.fc(self.encoder(self.patch(x).flatten(2).transpose(1, 2)).mean(1))
+
+
 def test_a_torch_transformer_layer_is_refused_in_one_sentence():
-    class TorchViT(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.patch = nn.Conv2d(1, 16, 4, 4)
-            self.encoder = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
-            self.fc = nn.Linear(16, 3)
-
-        def forward(self, x):
-            return self.fc(self.encoder(self.patch(x).flatten(2).transpose(1, 2)).mean(1))
-
-    with pytest.raises(mwt.MwtError, match="'encoder' is a torch TransformerEncoderLayer.*"
-                                           "unit_blocks"):
+    with pytest.raises(mwt.MwtError, match="'encoder.layers.0' is a torch TransformerEncoderLayer.*"
+                                           "from_torch_transformer"):
         mwt.make_modular(TorchViT())
+
+
+@pytest.mark.parametrize("norm_first, activation, encoder", [
+    (False, "relu", True), (True, "gelu", True), (True, "relu", False)])
+def test_a_torch_transformer_rebuilt_from_unit_blocks_computes_the_same_and_is_cut(
+        norm_first, activation, encoder):
+    torch.manual_seed(0)
+    model = TorchViT(norm_first, activation, encoder).eval()
+    rebuilt = mwt.models.from_torch_transformer(model).eval()
+    x = torch.randn(3, *SHAPE)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x), rtol=1e-4, atol=1e-5)
+    modular = randomise(mwt.make_modular(rebuilt))
+    assert len(gated_layers(modular)) == (4 if encoder else 2)  # heads and MLP per layer
+    kernels, logits, _ = kernels_of(modular, x)
+    kept = extract_module(modular, kernels, keep_gates=True)
+    with torch.no_grad():
+        torch.testing.assert_close(kept(x, return_masks=True)[0], logits, rtol=1e-4,
+                                   atol=1e-5)
+
+
+def test_a_torch_layer_that_cannot_be_rebuilt_is_named():
+    layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=False)
+    holder = nn.Sequential(nn.Linear(16, 16), layer)
+    with pytest.raises(mwt.MwtError, match="'1' is not batch_first"):
+        mwt.models.from_torch_transformer(holder)

@@ -245,9 +245,10 @@ def make_modular(model: nn.Module) -> fx.GraphModule:
         if torch_attention is not None:
             kind = type(model.get_submodule(torch_attention)).__name__
             raise MwtError(f"{torch_attention!r} is a torch {kind}, whose heads and neurons "
-                           "a gate cannot reach; build the transformer from "
-                           "mwt.models.unit_blocks (HeadAttention, TokenMLP) as mwt.models.vit "
-                           "does")
+                           "a gate cannot reach; rebuild the model with "
+                           "mwt.models.from_torch_transformer(model) first (the same "
+                           "function on unit blocks), or build it from "
+                           "mwt.models.unit_blocks as mwt.models.vit does")
         raise MwtError("MwT needs at least two Conv2d layers (the first is not gated) or a "
                        "transformer unit block (mwt.models.unit_blocks)")
 

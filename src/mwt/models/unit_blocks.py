@@ -68,20 +68,25 @@ def _positive_signal(h: torch.Tensor, dims) -> torch.Tensor:
     return F.relu(h).mean(dims)
 
 
-class TokenMLP(UnitBlock):
-    """fc1 -> GELU -> (unit mask) -> fc2; the units are the hidden neurons (fc1's rows, fc2's
-    columns). GELU(0) = 0, so a masked neuron feeds nothing to fc2 and is cut exactly."""
+ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu}
 
-    def __init__(self, dim: int, hidden: int):
+
+class TokenMLP(UnitBlock):
+    """fc1 -> GELU (or ReLU) -> (unit mask) -> dropout -> fc2; the units are the hidden neurons
+    (fc1's rows, fc2's columns). GELU(0) = ReLU(0) = 0, so a masked neuron feeds nothing to fc2
+    and is cut exactly."""
+
+    def __init__(self, dim: int, hidden: int, activation: str = "gelu", dropout: float = 0.0):
         super().__init__()
         self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
         self.units, self.in_features = hidden, dim
+        self.activation, self.dropout = activation, nn.Dropout(dropout)
 
     def forward(self, x, unit_mask=None, return_signal: bool = False):
-        h = F.gelu(self.fc1(x))
+        h = ACTIVATIONS[self.activation](self.fc1(x))
         if unit_mask is not None:
             h = h * unit_mask[:, None, :]
-        y = self.fc2(h)
+        y = self.fc2(self.dropout(h))
         return (y, _positive_signal(h, 1)) if return_signal else y
 
     @torch.no_grad()
@@ -91,7 +96,7 @@ class TokenMLP(UnitBlock):
     def sliced(self, kept: torch.Tensor) -> "TokenMLP":
         kept = kept.to(self.fc1.weight.device)
         with torch.device("meta"):
-            new = TokenMLP(self.in_features, len(kept))
+            new = TokenMLP(self.in_features, len(kept), self.activation, self.dropout.p)
         new.fc1 = _copy_linear(self.fc1, rows=kept)
         new.fc2 = _copy_linear(self.fc2, cols=kept)
         return new.train(self.training)
@@ -103,12 +108,13 @@ class HeadAttention(UnitBlock):
     output is multiplied by its mask value before the heads are merged, so a head at 0 adds
     nothing to the projection and is cut exactly, and a head kept is computed in full."""
 
-    def __init__(self, dim: int, heads: int, head_dim: int):
+    def __init__(self, dim: int, heads: int, head_dim: int, dropout: float = 0.0):
         super().__init__()
         inner = heads * head_dim
         self.q, self.k, self.v = (nn.Linear(dim, inner) for _ in range(3))
         self.proj = nn.Linear(inner, dim)
         self.units, self.in_features, self.head_dim = heads, dim, head_dim
+        self.attention_dropout = dropout  # on the attention weights, while training
 
     def forward(self, x, unit_mask=None, return_signal: bool = False):
         b, n, _ = x.shape
@@ -117,8 +123,9 @@ class HeadAttention(UnitBlock):
         def heads(t):
             return t.view(b, n, h, d).transpose(1, 2)  # [B, H, N, d]
 
-        out = F.scaled_dot_product_attention(heads(self.q(x)), heads(self.k(x)),
-                                             heads(self.v(x)))
+        out = F.scaled_dot_product_attention(
+            heads(self.q(x)), heads(self.k(x)), heads(self.v(x)),
+            dropout_p=self.attention_dropout if self.training else 0.0)
         if unit_mask is not None:
             out = out * unit_mask[:, :, None, None]
         y = self.proj(out.transpose(1, 2).reshape(b, n, h * d))
@@ -134,7 +141,7 @@ class HeadAttention(UnitBlock):
         d = self.head_dim
         rows = (kept[:, None] * d + torch.arange(d, device=kept.device)[None, :]).flatten()
         with torch.device("meta"):
-            new = HeadAttention(self.in_features, len(kept), d)
+            new = HeadAttention(self.in_features, len(kept), d, self.attention_dropout)
         new.q, new.k, new.v = (_copy_linear(lin, rows=rows) for lin in (self.q, self.k, self.v))
         new.proj = _copy_linear(self.proj, cols=rows)
         return new.train(self.training)
