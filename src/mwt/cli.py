@@ -227,7 +227,7 @@ def cmd_models(args) -> int:
 
     with torch.device("meta"):  # check the width before printing anything
         create_model(list_models()[0], num_classes=10, in_channels=3, width=args.width)
-    print(f"{'model':<10} {'gated kernels':>14} {'parameters':>12}")
+    print(f"{'model':<10} {'gated units':>14} {'parameters':>12}")
     for name in list_models():
         model = create_model(name, num_classes=10, in_channels=3, width=args.width)
         params = sum(p.numel() for p in model.parameters())
