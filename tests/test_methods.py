@@ -333,7 +333,7 @@ class _Flip(nn.Module):
 @pytest.mark.parametrize("name", METHOD_NAMES)
 def test_a_model_that_cannot_be_cut_is_refused_before_training(net, node, name, tmp_path):
     torch.manual_seed(0)
-    model = mwt.make_modular(net()) if get_method(name).gated else net()
+    model = mwt.make_modular(net(), check=False) if get_method(name).gated else net()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     data = (torch.randn(8, 1, 12, 12), torch.arange(8) % 2)
     with pytest.raises(mwt.MwtError, match=f"cannot be cut into modules.*{node}"):
@@ -341,6 +341,13 @@ def test_a_model_that_cannot_be_cut_is_refused_before_training(net, node, name, 
                   verbose=False, device="cpu")
     assert not (tmp_path / "run").exists()  # refused before the run directory was made
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("net, node", [(_SqueezeExcite, "'mul'"), (_Flip, "'flip'")])
+def test_make_modular_refuses_a_model_that_cannot_be_cut(net, node):
+    with pytest.raises(mwt.MwtError, match=f"cannot be cut into modules.*{node}"):
+        mwt.make_modular(net())
+    assert mwt.gates.is_modular(mwt.make_modular(net(), check=False))  # the gates alone
 
 
 def test_every_registered_model_passes_the_check():

@@ -8,7 +8,8 @@ from mwt.config import RunSpec, TrainConfig
 from mwt.data import list_datasets, load_dataset
 from mwt.errors import CheckpointError, DatasetNotFoundError, MwtError, MwtWarning
 from mwt.extract import extract_module
-from mwt.gates import count_gated_kernels, is_modular, make_modular
+from mwt.extract_check import make_modular
+from mwt.gates import count_gated_kernels, is_modular
 from mwt.losses import cohesion_loss, coupling_loss
 from mwt.macs import count_macs
 from mwt.metrics import jaccard_cohesion, jaccard_coupling, kernel_retention_rate

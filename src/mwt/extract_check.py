@@ -1,17 +1,18 @@
 """Refusing, before training, a model whose modules could not be cut out of it afterwards.
 
-``mwt.train`` (and so ``mwt train``) calls :func:`check_extractable` before the first epoch of
-modular training: it extracts a trial module from the model as it is (every gated layer cut to
-every other kernel, the pattern shifted from layer to layer so that the two sides of a residual
-add keep different kernels) with the gates removed and, for a gated model, kept, and runs it on
-an example batch when one is given. Whatever extraction cannot follow (a channel-wise product, a
-channel flip, an unknown layer) is one error naming the graph node, in seconds,
-instead of after hours of training.
+``mwt.make_modular`` and ``mwt.train`` (and so ``mwt train``, before the first epoch of modular
+training) call :func:`check_extractable`: it extracts a trial module from the model as it is
+(every gated layer cut to every other kernel, the pattern shifted from layer to layer so that the
+two sides of a residual add keep different kernels) with the gates removed and, for a gated
+model, kept, and runs it on an example batch when one is given. Whatever extraction cannot
+follow (a channel-wise product, a channel flip, an unknown layer) is one error naming the graph
+node, in seconds, instead of after hours of training.
 """
 
 import torch
 import torch.nn as nn
 
+from mwt import gates
 from mwt.errors import MwtError
 from mwt.extract import extract_module
 from mwt.gates import gateable_layers, is_modular
@@ -52,4 +53,17 @@ def check_extractable(model: nn.Module, example: torch.Tensor | None = None) -> 
                        f"({first})") from exc
 
 
-__all__ = ["check_extractable", "trial_kernels"]
+def make_modular(model: nn.Module, example: torch.Tensor | None = None, *,
+                 check: bool = True) -> nn.Module:
+    """``mwt.make_modular``: a modular copy of ``model`` (``mwt.gates.make_modular``: the gates
+    and where they go), refused in one sentence if modules could not be cut out of it
+    afterwards (:func:`check_extractable`, on ``example`` inputs when given), so that no one
+    trains a model for hours that extraction cannot follow. ``check=False`` skips the check
+    (``mwt.train`` makes it again before the first epoch)."""
+    modular = gates.make_modular(model)
+    if check:
+        check_extractable(modular, example)
+    return modular
+
+
+__all__ = ["check_extractable", "make_modular", "trial_kernels"]
