@@ -160,3 +160,17 @@ def hand_macs(module, shape) -> int:
         elif isinstance(m, nn.Linear):
             total += m.in_features * m.out_features
     return total
+
+
+def sample_kernels(model, x):
+    """``(kernels, logits, masks)`` of a modular model on ``x``: the union of the samples'
+    kernel sets, with every layer keeping at least one kernel (as modules do)."""
+    with torch.no_grad():
+        logits, masks = model(x, return_masks=True)
+    kernels = (torch.cat(masks, 1) > 0).any(0)
+    offset = 0
+    for layer in mwt.gates.gated_layers(model):
+        if not bool(kernels[offset:offset + layer.kernels].any()):
+            kernels[offset] = True
+        offset += layer.kernels
+    return kernels, logits, masks

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 import mwt
-from helpers import hand_macs, randomise, with_constant_gates
+from helpers import hand_macs, randomise, sample_kernels, with_constant_gates
 from mwt.extract import extract_module
 from mwt.extract_check import check_extractable
 from mwt.gates import gated_layers
@@ -122,19 +122,6 @@ SHAPE = (1, 8, 8)
 def randomised(cls, seed=0):
     torch.manual_seed(seed)
     return randomise(mwt.make_modular(cls()), seed)
-
-
-def sample_kernels(model, x):
-    """The union of the samples' kernel sets, with every layer keeping at least one kernel."""
-    with torch.no_grad():
-        logits, masks = model(x, return_masks=True)
-    kernels = (torch.cat(masks, 1) > 0).any(0)
-    offset = 0
-    for layer in gated_layers(model):
-        if not bool(kernels[offset:offset + layer.kernels].any()):
-            kernels[offset] = True
-        offset += layer.kernels
-    return kernels, logits, masks
 
 
 @pytest.mark.parametrize("cls", SHAPES, ids=lambda c: c.__name__)

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 import mwt
-from helpers import demo_subset, randomise, with_constant_gates
+from helpers import demo_subset, randomise, sample_kernels, with_constant_gates
 from mwt.extract import extract_module
 from mwt.gates import gated_layers
 from mwt.methods import get_method
@@ -18,18 +18,6 @@ SHAPE = (1, 28, 28)
 def vit(seed=0):
     torch.manual_seed(seed)
     return randomise(mwt.make_modular(mwt.create_model("vit_tiny", 10, 1, 0.25)), seed)
-
-
-def kernels_of(model, x):
-    with torch.no_grad():
-        logits, masks = model(x, return_masks=True)
-    kernels = (torch.cat(masks, 1) > 0).any(0)
-    offset = 0
-    for layer in gated_layers(model):
-        if not bool(kernels[offset:offset + layer.kernels].any()):
-            kernels[offset] = True
-        offset += layer.kernels
-    return kernels, logits, masks
 
 
 def test_units_are_each_blocks_heads_and_mlp_neurons():
@@ -44,7 +32,7 @@ def test_units_are_each_blocks_heads_and_mlp_neurons():
 def test_extraction_is_exact_on_samples_inside_the_module(seed):
     model = vit(seed)
     x = torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(seed))
-    kernels, logits, masks = kernels_of(model, x)
+    kernels, logits, masks = sample_kernels(model, x)
     assert not bool(kernels.all())
     kept = extract_module(model, kernels, keep_gates=True)
     with torch.no_grad():
@@ -104,7 +92,7 @@ def _hand_macs(module, shape) -> int:
 
 def test_macs_of_a_module_are_the_hand_count_and_fall_with_units():
     model = vit()
-    kernels, _, _ = kernels_of(model, torch.randn(2, *SHAPE))
+    kernels, _, _ = sample_kernels(model, torch.randn(2, *SHAPE))
     plain = extract_module(model, kernels)
     whole = extract_module(model, torch.ones_like(kernels))
     assert mwt.count_macs(plain, SHAPE) == _hand_macs(plain, SHAPE)
@@ -114,7 +102,7 @@ def test_macs_of_a_module_are_the_hand_count_and_fall_with_units():
 
 def test_folded_gates_scale_the_units():
     model = vit()
-    kernels, _, _ = kernels_of(model, torch.randn(2, *SHAPE))
+    kernels, _, _ = sample_kernels(model, torch.randn(2, *SHAPE))
     values = torch.rand(kernels.numel()) * 0.5 + 0.25
     module = extract_module(model, kernels, fold_gates=True, gate_values=values)
     x = torch.randn(3, *SHAPE)
@@ -183,7 +171,7 @@ def test_a_torch_transformer_rebuilt_from_unit_blocks_computes_the_same_and_is_c
         torch.testing.assert_close(rebuilt(x), model(x), rtol=1e-4, atol=1e-5)
     modular = randomise(mwt.make_modular(rebuilt))
     assert len(gated_layers(modular)) == (4 if encoder else 2)  # heads and MLP per layer
-    kernels, logits, _ = kernels_of(modular, x)
+    kernels, logits, _ = sample_kernels(modular, x)
     kept = extract_module(modular, kernels, keep_gates=True)
     with torch.no_grad():
         torch.testing.assert_close(kept(x, return_masks=True)[0], logits, rtol=1e-4,
