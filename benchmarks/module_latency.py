@@ -5,7 +5,8 @@ folded in channels_last memory format. Each result also says what the first, ung
 costs of the full model (``first_conv``), since every module keeps it whole.
 
 Target (benchmarks/README.md): latency ratio within 1.25x of the MAC ratio (CPU, batch 128).
-The "full model" is
+For a transformer, ``unit_block_mac_ratio`` is the MAC ratio of the attention and MLP blocks
+alone (issue 20's target: <= 35% for a 2-class module). The "full model" is
 the same architecture without gates. With ``--run DIR --classes ...`` the modules come from a
 modularized run; otherwise each layer keeps a random share of its kernels.
 
@@ -43,14 +44,26 @@ def first_conv_cost(full, shape, x, repeats: int) -> dict:
     share of the latency (conv + BN + ReLU timed alone)."""
     total, per_layer = mwt.count_macs(full, shape, per_layer=True)
     name, conv = next((n, m) for n, m in full.named_modules() if isinstance(m, torch.nn.Conv2d))
-    bn = next(m for m in full.modules() if isinstance(m, torch.nn.BatchNorm2d))
-    stem = torch.nn.Sequential(conv, bn, torch.nn.ReLU())
+    bn = next((m for m in full.modules() if isinstance(m, torch.nn.BatchNorm2d)), None)
+    # A ViT's patch embedding has no BatchNorm or ReLU after it: the conv alone.
+    stem = conv if bn is None else torch.nn.Sequential(conv, bn, torch.nn.ReLU())
     t_stem, t_full = [], []
     for _ in range(repeats):
         t_stem.append(latency(stem, x, 1))
         t_full.append(latency(full, x, 1))
     return {"layer": name, "mac_share": per_layer[name] / total,
             "latency_share": statistics.median(t_stem) / statistics.median(t_full)}
+
+
+def unit_block_macs(model, shape) -> int:
+    """The MACs inside a model's unit blocks (a transformer's attention and MLP, QK^T and AV
+    included): what a ViT module can cut, without the patch embedding, norms and head."""
+    from mwt.models.unit_blocks import UnitBlock
+
+    _, per_layer = mwt.count_macs(model, shape, per_layer=True)
+    blocks = [n for n, m in model.named_modules() if isinstance(m, UnitBlock)]
+    return sum(v for k, v in per_layer.items()
+               if any(k == b or k.startswith(b + ".") for b in blocks))
 
 
 def compare(modular, kernels, shape, batch: int, repeats: int, label: str) -> dict:
@@ -62,6 +75,8 @@ def compare(modular, kernels, shape, batch: int, repeats: int, label: str) -> di
     x = torch.randn(batch, *shape)
     out = {"module": label, "batch": batch, "kernel_share": kernels.float().mean().item(),
            "mac_ratio": mac_ratio, "first_conv": first_conv_cost(full, shape, x, repeats)}
+    if unit_block_macs(full, shape):
+        out["unit_block_mac_ratio"] = unit_block_macs(module, shape) / unit_block_macs(full, shape)
     folded = (fold_batchnorm(full), fold_batchnorm(module))
     last = tuple(copy.deepcopy(m).to(memory_format=torch.channels_last) for m in folded)
     forms = {"extracted": (full, module, x), "bn_folded": (*folded, x),

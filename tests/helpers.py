@@ -18,15 +18,15 @@ def tiny_modular(name: str = "vgg16", width: float = 0.125, in_channels: int = 1
     return mwt.make_modular(mwt.create_model(name, 10, in_channels, width))
 
 
-def small_run(out, per_class: int = 6, batch_size: int = 30):
-    """A finished one-epoch run of a tiny modular VGG16 on a slice of the demo data, with the
-    config `mwt train` writes, so that the CLI's modularize/reuse/resume can work on it."""
+def small_run(out, per_class: int = 6, batch_size: int = 30, model: str = "vgg16"):
+    """A finished one-epoch run of a tiny modular model (VGG16) on a slice of the demo data, with
+    the config `mwt train` writes, so that the CLI's modularize/reuse/resume can work on it."""
     train, test = demo_subset("train", per_class), demo_subset("test", 2)
-    spec = mwt.RunSpec(model="vgg16", dataset="demo", width=0.125,
+    spec = mwt.RunSpec(model=model, dataset="demo", width=0.125,
                        train=mwt.TrainConfig(epochs=1, batch_size=batch_size))
     info = {"dataset": "demo", "classes": list(train.classes), "mean": list(train.mean),
             "std": list(train.std), "run": spec.to_dict()}
-    return mwt.train(tiny_modular(), train, test, config=spec.train, out=out,
+    return mwt.train(tiny_modular(model), train, test, config=spec.train, out=out,
                      progress=False, verbose=False, device="cpu", run_info=info)
 
 

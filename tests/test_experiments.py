@@ -401,3 +401,20 @@ def test_every_preset_describes_valid_runs_and_searches(name, tmp_path):
     assert set(preset.models_for("rq2")) <= set(preset.baseline_models)
     with pytest.raises(mwt.MwtError, match="unknown preset"):
         mwt.experiments.get_preset("nope")
+
+
+def test_vit_tables_of_rq1_and_rq3_carry_nemos_transformer_figures(tmp_path):
+    """`--models vit_tiny` gives RQ1's and RQ3's tables for a ViT, with NeMo's published
+    Transformer figures labelled beside ours (issue 20)."""
+    torch.set_num_threads(1)
+    for rq in ("rq1", "rq3"):
+        argv = ["experiment", rq, "--preset", "micro", "--models", "vit_tiny", "--out",
+                tmp_path / rq, "--runs", tmp_path / "runs", "--device", "cpu", "--no-progress"]
+        assert main([str(a) for a in argv]) == 0, rq
+        page = (tmp_path / rq / f"{rq}.md").read_text()
+        assert paper.NEMO_SOURCE in page and "ViT-S and DeiT-S" in page, rq
+    ours = [r for r in rows(tmp_path / "rq1" / "table2.csv") if r["source"] == "ours"]
+    assert [r["model"] for r in ours] == ["vit_tiny"] and float(ours[0]["kernels"]) > 0
+    modules = rows(tmp_path / "rq3" / "subtasks.csv")
+    assert modules and all(r["model"] == "vit_tiny" for r in modules)
+    assert float(next(r for r in modules if r["m"] == "2")["reduction"]) > 0

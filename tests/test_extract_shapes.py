@@ -169,15 +169,50 @@ def test_a_grouped_conv_keeps_whole_groups_and_picks_its_kernels():
     keep_g1 = torch.zeros(16, dtype=torch.bool)
     keep_g1[[0, 5, 6]] = True   # groups 0 and 1 of 4 (4 kernels each)
     keep_g2 = torch.zeros(8, dtype=torch.bool)
-    keep_g2[[7]] = True         # group 3 of 4, whose inputs g1 does not compute: zeros
+    keep_g2[[1, 2, 7]] = True   # groups 0, 1 and 3 of 4; g1 does not compute group 3's inputs
     module = extract_module(model, torch.cat([keep_g1, keep_g2]))
     conv1, conv2 = module.get_submodule(g1.conv), module.get_submodule(g2.conv)
     assert (conv1.groups, conv1.in_channels, conv1.out_channels) == (2, 8, 8)
-    assert (conv2.groups, conv2.in_channels, conv2.out_channels) == (1, 4, 2)
+    assert (conv2.groups, conv2.in_channels, conv2.out_channels) == (3, 12, 6)
     x = torch.randn(3, *SHAPE)
     ref = with_constant_gates(model, torch.cat([keep_g1, keep_g2]).float())
     with torch.no_grad():
         torch.testing.assert_close(module(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
+def test_kernels_no_kept_group_reads_are_not_computed():
+    """g2's one kept group reads none of g1's kept kernels: g1 computes a single group (every
+    layer keeps a kernel), and the module is still exact. With gates kept, every kept kernel is
+    computed, since the gates' masks cover them."""
+    model = randomised(GroupedSiLU)
+    g1, g2 = gated_layers(model)
+    kernels = torch.zeros(24, dtype=torch.bool)
+    kernels[[0, 5, 6, 16 + 7]] = True  # g1: groups 0 and 1; g2: group 3, reading g1's group 3
+    module = extract_module(model, kernels)
+    conv1 = module.get_submodule(g1.conv)
+    assert (conv1.groups, conv1.in_channels, conv1.out_channels) == (1, 4, 4)
+    x = torch.randn(3, *SHAPE)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), with_constant_gates(model, kernels.float())(x),
+                                   rtol=1e-4, atol=1e-4)
+    kept = extract_module(model, kernels, keep_gates=True)
+    assert kept.get_submodule(g1.conv).out_channels == 8
+
+
+def test_an_expansion_conv_computes_only_what_its_depthwise_conv_reads():
+    model = randomised(InvertedResidual)
+    expand, depthwise = gated_layers(model)[:2]
+    kernels = torch.ones(sum(layer.kernels for layer in gated_layers(model)), dtype=torch.bool)
+    e = torch.arange(expand.kernels) % 2 == 0             # the expansion keeps the even kernels
+    d = torch.arange(depthwise.kernels) % 3 == 0          # its depthwise conv every third
+    kernels[:expand.kernels], kernels[expand.kernels:expand.kernels + depthwise.kernels] = e, d
+    module = extract_module(model, kernels)
+    assert module.get_submodule(expand.conv).out_channels == int((e & d).sum())
+    assert module.get_submodule(depthwise.conv).out_channels == int(d.sum())
+    x = torch.randn(3, *SHAPE)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), with_constant_gates(model, kernels.float())(x),
+                                   rtol=1e-4, atol=1e-4)
 
 
 def test_a_conv_without_batchnorm_is_gated_bias_included():

@@ -6,7 +6,8 @@ import torch
 import torch.nn as nn
 
 import mwt
-from helpers import demo_subset, randomise, sample_kernels, with_constant_gates
+from helpers import demo_subset, randomise, sample_kernels, small_run, with_constant_gates
+from mwt.cli import main
 from mwt.extract import extract_module
 from mwt.gates import gated_layers
 from mwt.methods import get_method
@@ -135,6 +136,19 @@ def test_a_micro_vit_trains_modularizes_reuses_and_exports(name, tmp_path):
     program = torch.export.load(str(path)).module()
     with torch.no_grad():
         torch.testing.assert_close(program(x), out, rtol=1e-4, atol=1e-4)
+
+
+def test_the_cli_cuts_a_vit_run_and_names_its_units(tmp_path, capsys):
+    small_run(tmp_path / "run", per_class=4, batch_size=20, model="vit_tiny")
+    assert main(["modularize", str(tmp_path / "run"), "--device", "cpu"]) == 0
+    table = capsys.readouterr().out
+    assert "units" in table.splitlines()[1] and "kernels" not in table
+    assert main(["reuse", str(tmp_path / "run"), "--classes", "0", "3", "--epochs", "0",
+                 "--out", str(tmp_path / "m"), "--device", "cpu", "--quiet"]) == 0
+    report = capsys.readouterr().out
+    assert "units kept" in report and "gated units" in report
+    assert main(["export", "module", str(tmp_path / "m")]) == 0
+    assert (tmp_path / "m" / "module.pt2").is_file()
 
 
 class TorchViT(nn.Module):

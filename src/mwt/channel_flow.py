@@ -387,5 +387,42 @@ def propagate(gm: fx.GraphModule, kept: dict[str, torch.Tensor],
     return flow
 
 
-__all__ = ["Channels", "Flow", "propagate", "grouped_conv_plan", "split_sizes", "is_cut",
-           "node_error", "passthrough", "MODULE_RULES", "FUNCTION_RULES", "METHOD_RULES"]
+def _sole_reader(node: fx.Node, flow: Flow) -> fx.Node | None:
+    """The conv that alone reads ``node``'s output, through BatchNorm and channel-wise ops of one
+    user each; None where anything else reads it (a residual add, a concatenation, two convs)."""
+    at = node
+    while len(at.users) == 1:
+        (user,) = at.users
+        if user.op == "call_module" and isinstance(flow.modules.get(user.target), nn.Conv2d):
+            return user
+        if user.op not in ("call_module", "call_function", "call_method") \
+                or user.all_input_nodes != [at] \
+                or _rule_for(user, flow) not in (passthrough, _channelwise, _scale):
+            return None
+        at = user
+    return None
+
+
+def drop_unread(gm: fx.GraphModule, flow: Flow) -> dict[str, torch.Tensor]:
+    """The kept kernels of every gated conv, less those no kept unit reads: a conv whose output
+    only a grouped conv reads (a MobileNet expansion feeding its depthwise conv) keeps just the
+    kernels whose channels that conv's kept groups read. Exact, since nothing reads the others;
+    for a module without gates only (a kept gate's mask covers all the layer's kept kernels)."""
+    kept = dict(flow.kept)
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or node.target not in kept \
+                or not isinstance(flow.modules[node.target], nn.Conv2d):
+            continue
+        reader = _sole_reader(node, flow)
+        if reader is None or flow.modules[reader.target].groups == 1:
+            continue
+        conv = flow.modules[reader.target]
+        reads, _ = grouped_conv_plan(conv, kept.get(reader.target, torch.arange(conv.out_channels)))
+        mine = kept[node.target]
+        read = mine[torch.isin(mine, reads)]
+        kept[node.target] = read if len(read) else mine[:1]  # every layer keeps a kernel
+    return kept
+
+
+__all__ = ["Channels", "Flow", "propagate", "drop_unread", "grouped_conv_plan", "split_sizes",
+           "is_cut", "node_error", "passthrough", "MODULE_RULES", "FUNCTION_RULES", "METHOD_RULES"]

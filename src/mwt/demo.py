@@ -21,8 +21,8 @@ from mwt.extract import extract_module
 from mwt.io import lock_directory, make_dir
 from mwt.modularize import check_tau, class_ids, modularize
 from mwt.reuse import reuse, select_classes, subtask_accuracy
+from mwt.run_dir import check_run_dir, is_run_dir
 from mwt.runs import run_dataset, train_run
-from mwt.train import check_run_dir, is_run_dir
 
 
 def run_demo(out=None, *, model: str = DEMO.model, width: float = DEMO.width,

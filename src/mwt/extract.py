@@ -5,7 +5,9 @@ Extraction finds what to cut, then cuts it, in the way of Torch-Pruning:
 1. **Strip the gates** the module does not keep (``mwt.gates.strip_gates``).
 2. **Propagate** (``mwt.channel_flow.propagate``): walk the traced graph once and map every node
    to the channels of its producer that are still computed, with one rule per op kind. The
-   graph is not changed.
+   graph is not changed. Without kept gates, a conv's kernels that no kept unit reads (a
+   MobileNet expansion's channels whose depthwise kernels were removed) are then left out too
+   (``mwt.channel_flow.drop_unread``) and the flow is propagated again.
 3. **Cut** (``mwt.slicing``): every layer whose channels were cut is replaced by its slice, folded
    gate values scale their layer, gathers go where a tensor's channels are not the ones its
    consumer reads (the two sides of a residual add, a grouped conv's groups), and splits get
@@ -30,7 +32,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from mwt import slicing
-from mwt.channel_flow import propagate
+from mwt.channel_flow import drop_unread, propagate
 from mwt.errors import MwtError
 from mwt.gates import gated_layers, is_modular, make_modular, strip_gates
 from mwt.model_info import ModuleInfo, MwtInfo, mwt_info, set_mwt_info
@@ -107,7 +109,6 @@ def extract_module(model: nn.Module, kernels, *, keep_gates: bool = False,
     if fold_gates and gate_values is None:
         raise MwtError("fold_gates needs gate_values (e.g. ModuleSet.gate_means_for(classes))")
     kept = _kept_per_layer(model, kernels)
-    folds = _gate_values(model, gate_values, kept) if fold_gates else {}
     layers = gated_layers(model)
 
     if share_weights:  # every tensor stays where it is: copy only the modules and the graph
@@ -117,7 +118,14 @@ def extract_module(model: nn.Module, kernels, *, keep_gates: bool = False,
         gm = copy.deepcopy(model)
     if not keep_gates:
         strip_gates(gm, inplace=True)
-    flow = propagate(gm, kept, {layer.gate: layer.conv for layer in layers})
+    gates = {layer.gate: layer.conv for layer in layers}
+    flow = propagate(gm, kept, gates)
+    if not keep_gates:  # kernels nothing reads need not be computed (channel_flow.drop_unread)
+        computed = drop_unread(gm, flow)
+        if any(len(computed[name]) != len(kept[name]) for name in kept):
+            kept = computed
+            flow = propagate(gm, kept, gates)
+    folds = _gate_values(model, gate_values, kept) if fold_gates else {}
     slicing.slice_layers(gm, flow)
     slicing.fold_gates(gm, folds)  # (the argument of that name says whether to)
     slicing.insert_gathers(gm, flow, next(model.parameters()).device)

@@ -2,8 +2,9 @@
 
 The gate protocol lives here, in one place:
 
-- *which* convs are gated: :func:`gated_conv_pairs`, every Conv2d (with its BatchNorm2d when it
-  has one) in the order the forward calls them, the first conv excluded. ``make_modular``,
+- *which* layers are gated: :func:`gated_sites`, every Conv2d (with its BatchNorm2d when it
+  has one) and every unit block (``mwt.models.unit_blocks``: attention heads, MLP neurons) in
+  the order the forward calls them, the first conv excluded. ``make_modular``,
   ``count_gated_kernels`` and modularizing a standard model all read this one rule;
 - inserting gates (:func:`make_modular`) and removing them (:func:`strip_gates`), its inverse;
 - what a gated graph looks like to a pass that walks it (:func:`gate_application`,
@@ -392,6 +393,15 @@ def count_gated_kernels(model: nn.Module) -> int:
     return sum(layer.kernels for layer in gateable_layers(model))
 
 
+def unit_noun(model: nn.Module) -> str:
+    """What a model's units are called in reports: ``"kernels"`` when every gated layer is a conv
+    (the paper's word), ``"units"`` when some are a transformer's heads or neurons."""
+    gm = model if isinstance(model, fx.GraphModule) else trace(model)
+    layers = gated_layers(gm) if is_modular(gm) else gateable_layers(gm)
+    blocks = any(isinstance(gm.get_submodule(layer.conv), UnitBlock) for layer in layers)
+    return "units" if blocks else "kernels"
+
+
 def kernel_rate(masks) -> torch.Tensor:
     """Share of mask values > 0 (relevant kernels) over a batch and all gated layers."""
     flat = torch.cat(list(masks), dim=1) if isinstance(masks, (list, tuple)) else masks
@@ -400,5 +410,6 @@ def kernel_rate(masks) -> torch.Tensor:
 
 __all__ = ["Gate", "GatedLayer", "make_modular", "strip_gates", "is_modular", "gated_layers",
            "gateable_layers", "gated_sites", "units_of", "gate_application", "block_mask",
-           "is_mask_output", "count_gated_kernels", "kernel_rate", "trace", "conv_bn_pairs",
+           "is_mask_output", "count_gated_kernels", "unit_noun", "kernel_rate", "trace",
+           "conv_bn_pairs",
            "global_avg_pool", "token_mean", "apply_mask"]

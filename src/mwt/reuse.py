@@ -27,12 +27,12 @@ from mwt.data import as_tensors
 from mwt.devices import resolve_device
 from mwt.errors import MwtError, MwtWarning
 from mwt.extract import extract_module, kernel_share
-from mwt.gates import count_gated_kernels
+from mwt.gates import count_gated_kernels, unit_noun
 from mwt.inference import batches, evaluating, recalibrate_batchnorm
 from mwt.macs import count_macs
 from mwt.methods import METHODS
 from mwt.model_info import mwt_info, update_mwt_info
-from mwt.modularize import ModuleSet
+from mwt.module_set import ModuleSet
 from mwt.output_rows import keep_output_rows
 from mwt.train import resolve_augmentation, steps_per_epoch, train
 
@@ -245,7 +245,7 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
         "method": mods.method, "composition": composition,
         "classes": ids,
         "class_names": [mods.classes[i] for i in ids] if mods.classes else [],
-        "kernel_share": kernel_share(module),
+        "kernel_share": kernel_share(module), "units": unit_noun(model),
         "macs": macs_sub, "macs_full": macs_full, "macs_ratio": macs_sub / macs_full,
         "params": params_sub, "params_full": params_full, "params_ratio": params_sub / params_full,
         "acc_before_finetune": before,

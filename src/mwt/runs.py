@@ -30,7 +30,8 @@ from mwt.reuse import (
     select_classes,
     subtask_accuracy,
 )
-from mwt.train import check_run_dir, is_run_dir, train
+from mwt.run_dir import check_run_dir, is_run_dir
+from mwt.train import train
 
 
 def train_run(out, spec: RunSpec | None = None, *, resume: bool = False, device=None,

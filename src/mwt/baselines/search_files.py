@@ -23,7 +23,7 @@ from mwt.io import (
     write_artifact,
     write_json,
 )
-from mwt.modularize import method_set_stem
+from mwt.module_set import method_set_stem
 
 FORMAT = "mwt-cnnsplitter/1"
 STATE_FORMAT = "mwt-cnnsplitter-state/1"

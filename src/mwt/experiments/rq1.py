@@ -11,7 +11,7 @@ Figures are means over seeds; every table cell is mean ± std over seeds.
 from mwt.experiments import paper
 from mwt.experiments.common import Outcome
 from mwt.experiments.presets import TARGETS, TUNING_NOTE
-from mwt.experiments.steps import history, mean_std
+from mwt.experiments.steps import history, is_transformer, mean_std
 from mwt.experiments.tables import OURS, Column, Table, percent, pyplot, save_figure
 from mwt.tracking import TRACK_TAU
 
@@ -73,6 +73,8 @@ def run(ws, models) -> Outcome:
     notes.append("Accuracy is the test accuracy after the last epoch; KRR, cohesion and "
                  "coupling are the modules' at tau 0.9 (Eq. 1-3 on the whole training split). "
                  f"The paper's rows ({paper.SOURCE}) are CIFAR-10/SVHN on A100 GPUs.")
+    if any(is_transformer(m) for m in models):
+        notes.append(paper.nemo_transformer_note())
     if searches:
         figures.append(_search_figure(ws, searches))
     t3 = table3(rows3)

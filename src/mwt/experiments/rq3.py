@@ -25,7 +25,7 @@ from mwt.experiments import paper
 from mwt.experiments.common import Outcome
 from mwt.experiments.presets import REUSE_TARGET, TUNING_NOTE
 from mwt.experiments.rq1 import train_pair
-from mwt.experiments.steps import mean_std
+from mwt.experiments.steps import is_transformer, mean_std
 from mwt.experiments.tables import OURS, Column, Table, percent, pyplot, save_figure
 
 
@@ -318,7 +318,9 @@ def run(ws, models) -> Outcome:
     return Outcome(tables=[t5, t6, t7, t_before, t8, _targets(summary, whole), raw],
                    figures=[_figure(ws, summary, pairs)],
                    notes=[f"{p.subtasks} random sub-task(s) per M (seed {p.subtask_seed}), the "
-                          "same for every model; the paper draws 10 per M."])
+                          "same for every model; the paper draws 10 per M."]
+                   + ([paper.nemo_transformer_note()]
+                      if any(is_transformer(m) for m in reuse_models) else []))
 
 
 def _table8(shares) -> Table:

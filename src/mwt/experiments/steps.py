@@ -23,7 +23,7 @@ from mwt.config import RunSpec, TrainConfig
 from mwt.errors import MwtError, MwtWarning
 from mwt.experiments.presets import Preset
 from mwt.io import make_dir, read_json, write_json
-from mwt.modularize import list_module_sets
+from mwt.module_set import list_module_sets
 
 RESULT_FORMAT = "mwt-experiment-result/1"
 
@@ -117,8 +117,8 @@ class Workspace:
 
     def ensure_run(self, spec: RunSpec) -> Path:
         """The finished run of ``spec``: found, resumed, or trained."""
+        from mwt.run_dir import is_run_dir
         from mwt.runs import train_run
-        from mwt.train import is_run_dir
 
         path = self.run_dir(spec)
         name = path.name
@@ -163,7 +163,7 @@ class Workspace:
             if self.preset.cnnsplitter_fallback:
                 return None
             raise
-        from mwt.modularize import ModuleSet
+        from mwt.module_set import ModuleSet
 
         out = standard_run.parent / f"{standard_run.name}-cnnsplitter"
         config = default_config(**self.preset.cnnsplitter)
@@ -218,6 +218,15 @@ def _check_same_spec(path: Path, spec: RunSpec) -> None:
             raise MwtError(f"{path} holds a run with training option {key} "
                            f"{saved['train'].get(key)!r}, not {wanted['train'].get(key)!r}; "
                            "remove it or choose another --runs")
+
+
+def is_transformer(model: str) -> bool:
+    """Whether a registered model's units are a transformer's heads and neurons (so its tables
+    get NeMo's Transformer note) rather than conv kernels only."""
+    from mwt.gates import unit_noun
+    from mwt.models import create_model
+
+    return unit_noun(create_model(model, 10, 3, 0.125)) == "units"
 
 
 def history(run: Path) -> list[dict]:
