@@ -24,6 +24,7 @@ import torch
 
 import mwt
 from mwt.inference import fold_batchnorm
+from mwt.macs import unit_block_macs
 
 
 @torch.no_grad()
@@ -53,17 +54,6 @@ def first_conv_cost(full, shape, x, repeats: int) -> dict:
         t_full.append(latency(full, x, 1))
     return {"layer": name, "mac_share": per_layer[name] / total,
             "latency_share": statistics.median(t_stem) / statistics.median(t_full)}
-
-
-def unit_block_macs(model, shape) -> int:
-    """The MACs inside a model's unit blocks (a transformer's attention and MLP, QK^T and AV
-    included): what a ViT module can cut, without the patch embedding, norms and head."""
-    from mwt.models.unit_blocks import UnitBlock
-
-    _, per_layer = mwt.count_macs(model, shape, per_layer=True)
-    blocks = [n for n, m in model.named_modules() if isinstance(m, UnitBlock)]
-    return sum(v for k, v in per_layer.items()
-               if any(k == b or k.startswith(b + ".") for b in blocks))
 
 
 def compare(modular, kernels, shape, batch: int, repeats: int, label: str) -> dict:

@@ -417,4 +417,7 @@ def test_vit_tables_of_rq1_and_rq3_carry_nemos_transformer_figures(tmp_path):
     assert [r["model"] for r in ours] == ["vit_tiny"] and float(ours[0]["kernels"]) > 0
     modules = rows(tmp_path / "rq3" / "subtasks.csv")
     assert modules and all(r["model"] == "vit_tiny" for r in modules)
-    assert float(next(r for r in modules if r["m"] == "2")["reduction"]) > 0
+    two = next(r for r in modules if r["m"] == "2")
+    assert float(two["reduction"]) > 0 and 0 < float(two["unit_macs"]) < 100
+    targets = rows(tmp_path / "rq3" / "targets.csv")
+    assert any("attention+MLP" in r["metric"] and r["model"] == "vit_tiny" for r in targets)

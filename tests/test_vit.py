@@ -10,6 +10,7 @@ from helpers import demo_subset, randomise, sample_kernels, small_run, with_cons
 from mwt.cli import main
 from mwt.extract import extract_module
 from mwt.gates import gated_layers
+from mwt.macs import unit_block_macs
 from mwt.methods import get_method
 from mwt.models.unit_blocks import HeadAttention, TokenMLP
 
@@ -66,8 +67,10 @@ def test_a_kept_head_is_computed_exactly_and_a_dropped_one_is_absent():
                                    mlp(x, unit_mask=neurons))
 
 
-def _hand_macs(module, shape) -> int:
-    """Patch conv, LayerNorms (5 per element), Linears per token, attention products."""
+def _hand_macs(module, shape, blocks_only: bool = False) -> int:
+    """Patch conv, LayerNorms (5 per element), Linears per token, attention products; with
+    ``blocks_only``, the Linears and products inside the attention and MLP blocks alone."""
+    blocks = [n for n, m in module.named_modules() if isinstance(m, (HeadAttention, TokenMLP))]
     sizes = {}
     hooks = [m.register_forward_hook(lambda m, i, o, n=n: sizes.__setitem__(n, i[0].shape))
              for n, m in module.named_modules()
@@ -78,6 +81,8 @@ def _hand_macs(module, shape) -> int:
         h.remove()
     total = 0
     for name, m in module.named_modules():
+        if blocks_only and not any(name == b or name.startswith(b + ".") for b in blocks):
+            continue
         if isinstance(m, nn.Conv2d):
             _, _, h, w = sizes[name]
             total += m.out_channels * m.in_channels * (h // 4) * (w // 4) * 16
@@ -99,6 +104,9 @@ def test_macs_of_a_module_are_the_hand_count_and_fall_with_units():
     assert mwt.count_macs(plain, SHAPE) == _hand_macs(plain, SHAPE)
     assert mwt.count_macs(whole, SHAPE) == _hand_macs(whole, SHAPE)
     assert mwt.count_macs(plain, SHAPE) < mwt.count_macs(whole, SHAPE)
+    for module in (plain, whole):
+        assert unit_block_macs(module, SHAPE) == _hand_macs(module, SHAPE, blocks_only=True)
+    assert unit_block_macs(mwt.create_model("vgg16", 10, 1, 0.125), SHAPE) == 0
 
 
 def test_folded_gates_scale_the_units():
@@ -147,6 +155,7 @@ def test_the_cli_cuts_a_vit_run_and_names_its_units(tmp_path, capsys):
                  "--out", str(tmp_path / "m"), "--device", "cpu", "--quiet"]) == 0
     report = capsys.readouterr().out
     assert "units kept" in report and "gated units" in report
+    assert "of the attention and MLP MACs" in report
     assert main(["export", "module", str(tmp_path / "m")]) == 0
     assert (tmp_path / "m" / "module.pt2").is_file()
 

@@ -185,6 +185,8 @@ def cmd_reuse(args) -> int:
     print(f"  {units + ' kept':<14} {r['kernel_share']:.2%} of the model's gated {units}")
     print(f"  MACs           {r['macs'] / 1e6:.2f} M of {r['macs_full'] / 1e6:.2f} M "
           f"({r['macs_ratio']:.2%})")
+    if r.get("unit_block_macs_ratio") is not None:
+        print(f"  {'':14} {r['unit_block_macs_ratio']:.2%} of the attention and MLP MACs")
     print(f"  parameters     {r['params']:,} of {r['params_full']:,} ({r['params_ratio']:.2%})")
     line = f"  test accuracy  {r['acc_before_finetune']['test']:.4f} before fine-tuning"
     if r["composition"] == "rows":

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from mwt.errors import MwtError
 from mwt.inference import evaluating
-from mwt.models.unit_blocks import HeadAttention, attention_macs
+from mwt.models.unit_blocks import HeadAttention, UnitBlock, attention_macs
 
 _FREE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
          nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
@@ -141,3 +141,15 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], *, per_layer: boo
     if uncounted:
         counts["uncounted"] = uncounted
     return total, counts
+
+
+def unit_block_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """The MACs inside a model's unit blocks (a transformer's attention, QK^T and AV included,
+    and its MLPs): what cutting heads and neurons can reduce, without the patch embedding,
+    LayerNorms and head. 0 for a model without unit blocks (a CNN)."""
+    blocks = [n for n, m in model.named_modules() if isinstance(m, UnitBlock)]
+    if not blocks:
+        return 0
+    _, per_layer = count_macs(model, input_shape, per_layer=True)
+    return sum(v for k, v in per_layer.items() if isinstance(v, int)
+               and any(k == b or k.startswith(b + ".") for b in blocks))

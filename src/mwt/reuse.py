@@ -29,7 +29,7 @@ from mwt.errors import MwtError, MwtWarning
 from mwt.extract import extract_module, kernel_share
 from mwt.gates import count_gated_kernels, unit_noun
 from mwt.inference import batches, evaluating, recalibrate_batchnorm
-from mwt.macs import count_macs
+from mwt.macs import count_macs, unit_block_macs
 from mwt.methods import METHODS
 from mwt.model_info import mwt_info, update_mwt_info
 from mwt.module_set import ModuleSet
@@ -239,6 +239,7 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
     sub.eval()
     full = extract_module(model, torch.ones(mods.total_kernels, dtype=torch.bool))
     macs_full, macs_sub = count_macs(full, input_shape), count_macs(sub, input_shape)
+    blocks_full = unit_block_macs(full, input_shape)  # a transformer's attention and MLPs
     params_full = sum(p.numel() for p in full.parameters())
     params_sub = sum(p.numel() for p in sub.parameters())
     sub.report = {
@@ -247,6 +248,8 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
         "class_names": [mods.classes[i] for i in ids] if mods.classes else [],
         "kernel_share": kernel_share(module), "units": unit_noun(model),
         "macs": macs_sub, "macs_full": macs_full, "macs_ratio": macs_sub / macs_full,
+        "unit_block_macs_ratio": (unit_block_macs(sub, input_shape) / blocks_full
+                                  if blocks_full else None),
         "params": params_sub, "params_full": params_full, "params_ratio": params_sub / params_full,
         "acc_before_finetune": before,
         "acc_after_finetune": {
