@@ -65,8 +65,9 @@ def compare(modular, kernels, shape, batch: int, repeats: int, label: str) -> di
     x = torch.randn(batch, *shape)
     out = {"module": label, "batch": batch, "kernel_share": kernels.float().mean().item(),
            "mac_ratio": mac_ratio, "first_conv": first_conv_cost(full, shape, x, repeats)}
-    if unit_block_macs(full, shape):
-        out["unit_block_mac_ratio"] = unit_block_macs(module, shape) / unit_block_macs(full, shape)
+    blocks_full = unit_block_macs(full, shape)
+    if blocks_full:
+        out["unit_block_mac_ratio"] = unit_block_macs(module, shape) / blocks_full
     folded = (fold_batchnorm(full), fold_batchnorm(module))
     last = tuple(copy.deepcopy(m).to(memory_format=torch.channels_last) for m in folded)
     forms = {"extracted": (full, module, x), "bn_folded": (*folded, x),
