@@ -8,6 +8,7 @@ import torch.nn as nn
 import mwt
 from helpers import demo_subset, randomise, sample_kernels, small_run, with_constant_gates
 from mwt.cli import main
+from mwt.errors import MwtWarning
 from mwt.extract import extract_module
 from mwt.gates import gated_layers
 from mwt.macs import unit_block_macs
@@ -206,3 +207,14 @@ def test_a_torch_layer_that_cannot_be_rebuilt_is_named():
     holder = nn.Sequential(nn.Linear(16, 16), layer)
     with pytest.raises(mwt.MwtError, match="'1' is not batch_first"):
         mwt.models.from_torch_transformer(holder)
+
+
+def test_a_vit_run_reports_its_unit_rate_not_a_kernel_rate(capsys):
+    torch.manual_seed(0)
+    train, test = demo_subset("train", 2), demo_subset("test", 1)
+    net = mwt.make_modular(mwt.create_model("vit_tiny", 10, 1, 0.125))
+    with pytest.warns(MwtWarning, match="the unit rate is still"):  # one epoch: gates still open
+        mwt.train(net, train, test, epochs=1, batch_size=20, progress=False, verbose=True,
+                  device="cpu")
+    out = capsys.readouterr().out
+    assert "unit rate" in out and "kernel rate" not in out

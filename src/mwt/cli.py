@@ -114,6 +114,7 @@ RUN_OPTIONS = ("model", "dataset", "data_dir", "download", "width", "standard", 
 def cmd_train(args) -> int:
     from mwt.distributed import init_from_env, is_main
     from mwt.runs import train_run
+    from mwt.train import rate_label
 
     given = {k: getattr(args, k) for k in RUN_OPTIONS if getattr(args, k) is not None}
     if "method_options" in given:
@@ -138,7 +139,7 @@ def cmd_train(args) -> int:
     line += "" if spec.standard else f" ({spec.train.method})"
     line += f": test acc {final.get('test_acc', 0):.4f}"
     if "test_kernel_rate" in final:
-        line += f", kernel rate {final['test_kernel_rate']:.4f}"
+        line += f", {rate_label(result.model)} {final['test_kernel_rate']:.4f}"
     print(f"{line}; run saved in {args.out}")
     for note in result.warnings:
         print(f"warning: {note}")

@@ -30,7 +30,7 @@ from mwt.devices import resolve_device
 from mwt.errors import MwtError, MwtWarning
 from mwt.extract_check import check_extractable
 from mwt.fusion import training_view
-from mwt.gates import kernel_rate
+from mwt.gates import kernel_rate, unit_noun
 from mwt.inference import batches, evaluating
 from mwt.io import (
     lock_directory,
@@ -310,6 +310,7 @@ def _train(model, config: TrainConfig, x_train, y_train, test, device, out, resu
            verbose, run_info, restore_best, compile=False) -> TrainResult:
     method = _training_method(model, config)
     modular = method is not None
+    rate = rate_label(model)
     x_train, y_train = x_train.to(device), y_train.to(device)
     model.to(device)
 
@@ -384,12 +385,12 @@ def _train(model, config: TrainConfig, x_train, y_train, test, device, out, resu
             best_acc = record["test_acc"]
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if verbose:
-            tqdm.write(_summary(record, method))
+            tqdm.write(_summary(record, method, rate))
         if out is not None and dist.is_main():
             save_checkpoint(out, model, optimizer, epoch + 1, run_config, history)
     if best_state is not None:
         model.load_state_dict(best_state)
-    notes = _run_warnings(history, method)
+    notes = _run_warnings(history, method, rate)
     for note in notes if dist.is_main() else ():
         warnings.warn(note, MwtWarning, stacklevel=3)
     return TrainResult(model=model, history=history, warnings=notes)
@@ -404,9 +405,10 @@ def _check_finite(finite: torch.Tensor, epoch: int) -> None:
                        "its last checkpoint; start again with a lower learning rate")
 
 
-def _run_warnings(history: list[dict], method: Method | None) -> list[str]:
+def _run_warnings(history: list[dict], method: Method | None,
+                  rate: str = "kernel rate") -> list[str]:
     """What a user should know about a finished run."""
-    note = method.unmodular_note(history) if method is not None else None
+    note = method.unmodular_note(history, rate) if method is not None else None
     return [note] if note else []
 
 
@@ -419,11 +421,17 @@ def _postfix(stats: dict, method: Method | None) -> dict:
     return {short: f"{float(stats[k]):.3f}" for k, short in keys if k in stats}
 
 
-def _summary(record: dict, method: Method | None) -> str:
+def rate_label(model: nn.Module) -> str:
+    """What the mean share of used units is called in progress lines: "kernel rate" for CNNs
+    (the paper's word), "unit rate" where units are a transformer's heads and neurons."""
+    return f"{unit_noun(model).removesuffix('s')} rate"
+
+
+def _summary(record: dict, method: Method | None, rate: str = "kernel rate") -> str:
     parts = [f"epoch {record['epoch']}"]
     losses = tuple((f"train_{k}", short) for k, short in _loss_labels(method))
     for key, label in (("train_acc", "train acc"), ("test_acc", "test acc"),
-                       ("train_ce", "ce"), *losses, ("train_kernel_rate", "kernel rate")):
+                       ("train_ce", "ce"), *losses, ("train_kernel_rate", rate)):
         if key in record:
             parts.append(f"{label} {record[key]:.4f}")
     parts.append(f"{record['seconds']:.1f}s")

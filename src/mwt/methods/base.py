@@ -85,8 +85,9 @@ class Method:
         """Per-class unit masks from relevance frequencies (see ``mwt.rules``)."""
         raise NotImplementedError
 
-    def unmodular_note(self, history: list[dict]) -> str | None:
-        """A warning about a finished run that has not become modular, or None."""
+    def unmodular_note(self, history: list[dict], rate_label: str = "kernel rate") -> str | None:
+        """A warning about a finished run that has not become modular, or None (``rate_label``:
+        what the share of used units is called, ``mwt.train.rate_label``)."""
         return None
 
 

@@ -41,12 +41,12 @@ class GatedMethod(Method):
     def unit_masks(self, frequencies, layer_sizes, tau):
         return module_masks(frequencies, layer_sizes, tau)
 
-    def unmodular_note(self, history: list[dict]) -> str | None:
+    def unmodular_note(self, history: list[dict], rate_label: str = "kernel rate") -> str | None:
         rate = history[-1].get("train_kernel_rate") if history else None
         if rate is None or rate <= UNMODULAR_KERNEL_RATE:
             return None
         epochs = history[-1]["epoch"]
-        return (f"the kernel rate is still {rate:.2f} after {epochs} epoch"
+        return (f"the {rate_label} is still {rate:.2f} after {epochs} epoch"
                 f"{'s' if epochs > 1 else ''}: the model has not become modular (its gates are "
                 f"still open); train more epochs or {self.open_gates_advice}")
 
