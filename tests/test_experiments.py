@@ -421,3 +421,8 @@ def test_vit_tables_of_rq1_and_rq3_carry_nemos_transformer_figures(tmp_path):
     assert float(two["reduction"]) > 0 and 0 < float(two["unit_macs"]) < 100
     targets = rows(tmp_path / "rq3" / "targets.csv")
     assert any("attention+MLP" in r["metric"] and r["model"] == "vit_tiny" for r in targets)
+    # A transformer is held to issue 20's bounds, not the CNNs' (1.0 and 0.3 points).
+    loss = next(r for r in targets if r["metric"].startswith("2-class reuse loss"))
+    assert loss["target"] == "<= 0.5"
+    rq1 = {r["metric"]: r for r in rows(tmp_path / "rq1" / "targets.csv")}
+    assert rq1["accuracy loss vs standard (points)"]["target"] == "<= 1.5"

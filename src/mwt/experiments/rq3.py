@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from mwt.errors import MwtWarning
 from mwt.experiments import paper
 from mwt.experiments.common import Outcome
-from mwt.experiments.presets import REUSE_TARGET, TUNING_NOTE
+from mwt.experiments.presets import REUSE_TARGET, TUNING_NOTE, VIT_TARGET_BOUNDS
 from mwt.experiments.rq1 import train_pair
 from mwt.experiments.steps import is_transformer, mean_std
 from mwt.experiments.tables import OURS, Column, Table, percent, pyplot, save_figure
@@ -359,7 +359,8 @@ def _targets(summary, whole=()) -> Table:
     rows = []
     for r in summary:
         if r["m"] == 2 and r.get("loss") is not None:
-            rows.append(_target_row(r, label, r["loss"], bound))
+            rows.append(_target_row(r, label, r["loss"], VIT_TARGET_BOUNDS["reuse_loss"]
+                                    if is_transformer(r["model"]) else bound))
         if r["m"] == 2 and r.get("unit_macs") is not None:  # a transformer (issue 20)
             rows.append(_target_row(r, "2-class modules' attention+MLP MACs kept %",
                                     r["unit_macs"], VIT_UNIT_MACS))
