@@ -310,7 +310,7 @@ def _train(model, config: TrainConfig, x_train, y_train, test, device, out, resu
            verbose, run_info, restore_best, compile=False) -> TrainResult:
     method = _training_method(model, config)
     modular = method is not None
-    rate = rate_label(model)
+    rate = rate_label(model) if modular else "kernel rate"  # only modular runs print a rate
     x_train, y_train = x_train.to(device), y_train.to(device)
     model.to(device)
 
@@ -424,7 +424,10 @@ def _postfix(stats: dict, method: Method | None) -> dict:
 def rate_label(model: nn.Module) -> str:
     """What the mean share of used units is called in progress lines: "kernel rate" for CNNs
     (the paper's word), "unit rate" where units are a transformer's heads and neurons."""
-    return f"{unit_noun(model).removesuffix('s')} rate"
+    try:
+        return f"{unit_noun(model).removesuffix('s')} rate"
+    except MwtError:  # a model fx cannot trace has no gated units to name
+        return "kernel rate"
 
 
 def _summary(record: dict, method: Method | None, rate: str = "kernel rate") -> str:
