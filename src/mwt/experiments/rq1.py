@@ -150,11 +150,11 @@ def targets_table(rows2) -> Table:
     for row in rows2:
         if row["source"] != OURS:
             continue
+        bounds = VIT_TARGET_BOUNDS if is_transformer(row["model"]) else {}
         for key, (label, bound, kind) in TARGETS.items():
             if key not in row or row[key] is None:
                 continue
-            if is_transformer(row["model"]):
-                bound = VIT_TARGET_BOUNDS.get(key, bound)
+            bound = bounds.get(key, bound)
             value = row[key]
             miss = value - bound if kind == "max" else bound - value
             out.append({"model": row["model"], "dataset": row["dataset"], "metric": label,
