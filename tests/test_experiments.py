@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -172,12 +173,13 @@ def test_methods_compares_every_method_on_the_same_runs_and_subtasks(done):
 
 def test_figure5_draws_the_papers_per_batch_form_beside_ours(done):
     from mwt.experiments.rq1 import FIGURE5_PAPER_FORM, curves
+    from mwt.experiments.steps import history
 
     page = (done / "rq1" / "rq1.md").read_text()
     assert "Dotted green (coupling and cohesion): the paper's form" in page
     run = next((done / "rq1").rglob("vgg16-*-modular-*/metrics.jsonl")).parent
     for key in FIGURE5_PAPER_FORM.values():
-        xs, ys = curves([run], key)
+        xs, ys = curves([history(run)], key)
         assert xs == [1, 2] and all(0 <= y <= 1 for y in ys), key
 
 
@@ -187,7 +189,7 @@ def _stamps(base: Path) -> dict:
             for p in base.rglob(pattern) if "reuse" in p.parts or p.suffix != ".json"}
 
 
-def test_second_invocation_reuses_everything(done, capsys, monkeypatch):
+def _refuse_recomputing(monkeypatch):
     import importlib
 
     import mwt.baselines
@@ -200,6 +202,10 @@ def test_second_invocation_reuses_everything(done, capsys, monkeypatch):
     for target, name in ((mwt.runs, "train_run"), (mwt.runs, "modularize_run"),
                          (mwt.baselines, "cnnsplitter_run"), (reuse_module, "reuse")):
         monkeypatch.setattr(target, name, refuse)
+
+
+def test_second_invocation_reuses_everything(done, capsys, monkeypatch):
+    _refuse_recomputing(monkeypatch)
     before = _stamps(done)
     assert before
     for rq in EXPECTED:
@@ -209,6 +215,49 @@ def test_second_invocation_reuses_everything(done, capsys, monkeypatch):
         assert code == 0, err
         assert "0 runs trained" in out
     assert _stamps(done) == before
+
+
+@pytest.mark.parametrize("rq", ["rq1", "rq2", "rq3"])
+def test_an_experiment_whose_runs_are_gone_keeps_the_pairs_it_recorded(done, rq, tmp_path,
+                                                                       capsys, monkeypatch):
+    """A new working session on another machine: --out was kept (committed), --runs lost."""
+    import shutil
+
+    out = tmp_path / rq
+    shutil.copytree(done / rq, out, ignore=shutil.ignore_patterns("runs"))
+    assert list((out / "pairs").glob("*.json"))
+    _refuse_recomputing(monkeypatch)
+    code, printed, err = cli(capsys, "experiment", rq, "--preset", "micro", "--out", out,
+                             "--runs", tmp_path / "new-runs", "--device", "cpu",
+                             "--no-progress")
+    assert code == 0, err
+    assert re.search(r"0 runs trained, 0 reused, [1-9]\d* pairs read from their records",
+                     printed), printed
+    assert not (tmp_path / "new-runs").exists() or not any((tmp_path / "new-runs").iterdir())
+    table = {"rq1": "table2", "rq2": "table4", "rq3": "table7"}[rq]
+    assert (out / f"{table}.csv").read_text() == (done / rq / f"{table}.csv").read_text()
+    assert json.loads((out / "experiment.json").read_text())["recorded"]
+    assert "seed pairs read from their records" in (out / f"{rq}.md").read_text()
+
+
+def test_a_record_of_other_settings_is_made_again(tmp_path):
+    from mwt.experiments.presets import get_preset
+    from mwt.experiments.steps import Workspace
+
+    ws = Workspace(out=tmp_path, runs=tmp_path / "runs", preset=get_preset("micro"),
+                   progress=False, stream=open(tmp_path / "log", "w"))
+    made = []
+
+    def compute():
+        made.append(1)
+        return len(made)
+
+    path = tmp_path / "pairs" / "x.json"
+    assert ws.cached(path, compute, "x", key={"epochs": 2, "seed": (0,)}) == 1
+    assert ws.cached(path, compute, "x", key={"epochs": 2, "seed": (0,)}) == 1  # read back
+    assert ws.cached(path, compute, "x", key={"epochs": 3, "seed": (0,)}) == 2
+    assert ws.cached(path, compute, "x") == 3  # a result made with a key is not keyless
+    ws.stream.close()
 
 
 def test_report_gathers_every_table_and_figure(done, capsys):
@@ -248,6 +297,7 @@ def test_report_embeds_the_settings_search(done, capsys):
 
 def test_a_killed_experiment_resumes_its_run(tmp_path, capsys, monkeypatch):
     import importlib
+    import shutil
 
     train_module = importlib.import_module("mwt.train")  # mwt.train is also the function
     real = train_module.save_checkpoint
@@ -272,7 +322,9 @@ def test_a_killed_experiment_resumes_its_run(tmp_path, capsys, monkeypatch):
     assert f"resuming {run.name} from epoch 1" in out and "1 reused" in out
     assert [r["epoch"] for r in map(json.loads, (run / "metrics.jsonl").read_text()
                                     .splitlines())] == [1, 2]
-    # A run of other settings under the same name is never silently used.
+    # A run of other settings under the same name is never silently used (once the pairs'
+    # records are gone, so that the runs are read again).
+    shutil.rmtree(tmp_path / "rq2" / "pairs")
     config = json.loads((run / "config.json").read_text())
     config["run"]["train"]["lr"] = 0.5
     (run / "config.json").write_text(json.dumps(config))

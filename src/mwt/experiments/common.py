@@ -154,6 +154,7 @@ def run_experiment(rq: str, preset: "str | Preset" = "micro", out="reports/rq1",
                                                               epochs, seeds, device, data_dir,
                                                               runs),
             "runs": str(ws.runs), "trained": ws.trained, "reused": ws.reused,
+            "recorded": ws.recorded,
             "tables": [{"name": t.name, "title": t.title, "embed": t.embed}
                        for t in outcome.tables],
             "figures": [{"caption": c, "file": Path(p).name} for c, p in outcome.figures],
@@ -164,7 +165,8 @@ def run_experiment(rq: str, preset: "str | Preset" = "micro", out="reports/rq1",
         atomic_write_bytes(out / f"{rq}.md", page.encode())
         write_json(out / RECORD, record)
         ws.log(f"{rq} done: {len(outcome.tables)} tables, {len(outcome.figures)} figures, "
-               f"{len(ws.trained)} runs trained, {len(ws.reused)} reused; see {out / f'{rq}.md'}")
+               f"{len(ws.trained)} runs trained, {len(ws.reused)} reused, {len(ws.recorded)} pairs "
+               f"read from their records; see {out / f'{rq}.md'}")
     return outcome
 
 
@@ -182,8 +184,12 @@ def rq_page(record: dict, out: Path, level: int = 1, prefix: str = "") -> str:
                   f"{env.get('machine')}; {record.get('started')} to {record.get('finished')}.",
                   ""]
     trained, reused = record.get("trained", []), record.get("reused", [])
+    recorded = record.get("recorded", [])
     lines += [f"Runs in `{record.get('runs')}`: {len(trained)} trained or resumed by this "
-              f"invocation, {len(reused)} found finished.", ""]
+              f"invocation, {len(reused)} found finished"
+              + (f"; {len(recorded)} seed pairs read from their records (`pairs/`, each with "
+                 "the time, commit and machine that made it), made by an earlier invocation"
+                 if recorded else "") + ".", ""]
     for table in record.get("tables", []):
         path = out / f"{table['name']}.md"
         if not table.get("embed", True):

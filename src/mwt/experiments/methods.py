@@ -20,7 +20,7 @@ import warnings
 from mwt.errors import MwtWarning
 from mwt.experiments import paper
 from mwt.experiments.common import Outcome
-from mwt.experiments.rq1 import final_acc
+from mwt.experiments.pairs import final_acc
 from mwt.experiments.rq3 import (
     GATE_STARTS,
     _load,
@@ -95,7 +95,8 @@ def method_results(ws, model, dataset, seed, subtasks) -> tuple[dict, list[dict]
         mods = ws.ensure_modules(run)
         seconds = epoch_seconds(run)
         rows[name] = {"source": OURS, "model": model, "dataset": dataset, "method": name,
-                      "standard_acc": final_acc(std), "modular_acc": final_acc(run),
+                      "standard_acc": final_acc(history(std)),
+                      "modular_acc": final_acc(history(run)),
                       "krr": percent(mods.krr), "cohesion": mods.cohesion,
                       "coupling": mods.coupling, "epoch_seconds": seconds,
                       "standard_epoch_seconds": std_seconds,

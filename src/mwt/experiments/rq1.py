@@ -3,29 +3,20 @@
 Table 2: per model and dataset, the standard and modular models' test accuracy (last epoch)
 and the modules' KRR, cohesion and coupling at tau 0.9. Figure 5: per epoch, the Jaccard
 coupling and cohesion, kernel rate and test accuracy of the standard and the modular run, read
-from their ``metrics.jsonl`` (``track_*`` keys, see ``mwt.tracking``). Table 3: for the
+from their ``metrics.jsonl`` (``track_*`` keys, see ``mwt.tracking``). Both read each seed's pair
+through its record in ``--out`` (``mwt.experiments.pairs``), so seeds finished in an earlier
+working session count even when their runs are gone. Table 3: for the
 preset's baseline models (SimCNN, ResCNN), CNNSplitter's composed modules beside MwT's.
 Figures are means over seeds; every table cell is mean ± std over seeds.
 """
 
 from mwt.experiments import paper
 from mwt.experiments.common import Outcome
+from mwt.experiments.pairs import Pair, pair_results
 from mwt.experiments.presets import TARGETS, TUNING_NOTE, VIT_TARGET_BOUNDS
-from mwt.experiments.steps import history, is_transformer, mean_std
+from mwt.experiments.steps import is_transformer, mean_std
 from mwt.experiments.tables import OURS, Column, Table, percent, pyplot, save_figure
 from mwt.tracking import TRACK_TAU
-
-
-def final_acc(run) -> float | None:
-    h = history(run)
-    return percent(h[-1].get("test_acc")) if h else None
-
-
-def train_pair(ws, model, dataset, seed):
-    """The finished standard and modular runs of a model, dataset and seed."""
-    std = ws.ensure_run(ws.spec(model, dataset, standard=True, seed=seed))
-    mod = ws.ensure_run(ws.spec(model, dataset, standard=False, seed=seed))
-    return std, mod
 
 
 def _stat(row: dict, key: str, values) -> None:
@@ -38,18 +29,13 @@ def run(ws, models) -> Outcome:
     rows2, rows3, figures, notes, searches = [], [], [], [], {}
     for model in models:
         for dataset in p.datasets:
-            runs, per_seed, cs_seed = [], [], []
+            records, per_seed, cs_seed = [], [], []
             for seed in p.rq1_seeds_for(model):
-                std, mod = train_pair(ws, model, dataset, seed)
-                mods = ws.ensure_modules(mod)
-                runs.append((std, mod))
-                per_seed.append({"standard_acc": final_acc(std), "modular_acc": final_acc(mod),
-                                 "krr": percent(mods.krr), "cohesion": mods.cohesion,
-                                 "coupling": mods.coupling, "kernels": mods.total_kernels})
-                if model in p.baseline_models:
-                    found = ws.ensure_cnnsplitter(std)
-                    if found is not None:
-                        cs_seed.append((found, per_seed[-1]))
+                record = Pair(ws, model, dataset, seed).record()
+                records.append(record)
+                per_seed.append(pair_results(record))
+                if record["cnnsplitter"] is not None:
+                    cs_seed.append((record["cnnsplitter"], per_seed[-1]))
             row = {"source": OURS, "model": model, "dataset": dataset,
                    "kernels": per_seed[0]["kernels"], "seeds": len(per_seed)}
             for key in ("standard_acc", "modular_acc", "krr", "cohesion", "coupling"):
@@ -62,11 +48,11 @@ def run(ws, models) -> Outcome:
                               "acc_loss": ref["standard_acc"] - ref["modular_acc"]})
             if cs_seed:
                 rows3.append(_table3_row(model, dataset, cs_seed))
-                searches[(model, dataset)] = cs_seed[0][0][1]["history"]
+                searches[(model, dataset)] = cs_seed[0][0]["history"]
                 for pm, pd in paper.pairs_for(paper.TABLE3, model, dataset):
                     rows3.append({"source": paper.SOURCE, "model": pm, "dataset": pd,
                                   **paper.TABLE3[(pm, pd)]})
-            figures.append(_figure5(ws, model, dataset, runs))
+            figures.append(_figure5(ws, model, dataset, records))
     if any(m in p.baseline_models for m in models) and not rows3:
         notes.append("Table 3 is empty: the CNNSplitter baseline (mwt.baselines) is not "
                      "available.")
@@ -93,7 +79,7 @@ def _table3_row(model, dataset, cs_seed) -> dict:
                               "cnnsplitter_krr", "mwt_acc",
                               "mwt_coupling", "mwt_cohesion", "mwt_krr")}
     settings = set()
-    for (_, report), ours in cs_seed:
+    for report, ours in cs_seed:
         values["standard_acc"].append(ours["standard_acc"])
         values["cnnsplitter_acc"].append(percent(report["composed_acc"]["test"]))
         values["cnnsplitter_coupling"].append(report["coupling"])
@@ -179,20 +165,22 @@ FIGURE5_PAPER_FORM = {"track_coupling": "train_batch_coupling",
                       "track_cohesion": "train_batch_cohesion"}
 
 
-def curves(runs, key) -> tuple[list[int], list[float]]:
-    """Epoch numbers and the mean over runs of ``key`` per epoch (epochs all runs have)."""
-    hs = [history(r) for r in runs]
-    n = min((len(h) for h in hs), default=0)
+def curves(histories, key) -> tuple[list[int], list[float]]:
+    """Epoch numbers and the mean over runs' histories (``metrics.jsonl`` records) of ``key``
+    per epoch (epochs all runs have)."""
+    n = min((len(h) for h in histories), default=0)
     xs, ys = [], []
     for i in range(n):
-        vals = [h[i].get(key) for h in hs if h[i].get(key) is not None]
+        vals = [h[i].get(key) for h in histories if h[i].get(key) is not None]
         if vals:
             xs.append(i + 1)
             ys.append(sum(vals) / len(vals))
     return xs, ys
 
 
-def _figure5(ws, model, dataset, runs):
+def _figure5(ws, model, dataset, records):
+    """Figure 5 from the pairs' records: (standard, modular) histories per seed."""
+    runs = [(r["standard"]["history"], r["modular"]["history"]) for r in records]
     plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(9, 6.5))
     paper_form = False

@@ -14,8 +14,8 @@ compare the two columns of one row, which ran under the same conditions.
 
 from mwt.experiments import paper
 from mwt.experiments.common import Outcome
-from mwt.experiments.rq1 import train_pair
-from mwt.experiments.steps import history, mean_std
+from mwt.experiments.pairs import Pair
+from mwt.experiments.steps import mean_std
 from mwt.experiments.tables import OURS, Column, Table, pyplot, save_figure
 
 
@@ -26,8 +26,9 @@ def paper_form_seconds(per_generation, best_generation) -> float | None:
     return float(per_generation) * int(best_generation)
 
 
-def seconds_per_epoch(run) -> float | None:
-    return mean_std([r.get("seconds") for r in history(run)])[0]
+def seconds_per_epoch(records: list[dict]) -> float | None:
+    """The mean epoch time of a run's history (``metrics.jsonl`` records)."""
+    return mean_std([r.get("seconds") for r in records])[0]
 
 
 def run(ws, models) -> Outcome:
@@ -38,18 +39,17 @@ def run(ws, models) -> Outcome:
         for dataset in p.datasets:
             seeds = []
             for seed in p.seeds:
-                std, mod = train_pair(ws, model, dataset, seed)
-                mods = ws.ensure_modules(mod)
+                record = Pair(ws, model, dataset, seed).record()
+                std, mod = record["standard"]["history"], record["modular"]["history"]
                 s = {"standard_s_per_epoch": seconds_per_epoch(std),
                      "modular_s_per_epoch": seconds_per_epoch(mod),
-                     "modularizing_s": float(mods.seconds.get("total", 0.0)),
-                     "epochs": len(history(mod))}
+                     "modularizing_s": record["modules"]["seconds"] or 0.0,
+                     "epochs": len(mod)}
                 s["mwt_total_min"] = (s["modular_s_per_epoch"] * s["epochs"]
                                       + s["modularizing_s"]) / 60
                 s["ratio"] = s["modular_s_per_epoch"] / s["standard_s_per_epoch"]
-                found = ws.ensure_cnnsplitter(std) if model in p.baseline_models else None
-                if found is not None:
-                    report = found[1]
+                report = record["cnnsplitter"]
+                if report is not None:
                     gens = max(int(report["generations_run"]), 1)
                     s["cnnsplitter_s_per_generation"] = report["seconds"]["generations"] / gens
                     s["cnnsplitter_generations"] = report["generations_run"]
@@ -57,7 +57,7 @@ def run(ws, models) -> Outcome:
                     s["cnnsplitter_s"] = report["search_seconds"]
                     s["cnnsplitter_paper_form_s"] = paper_form_seconds(
                         s["cnnsplitter_s_per_generation"], report["best_generation"])
-                    s["after_training_total_min"] = (s["standard_s_per_epoch"] * len(history(std))
+                    s["after_training_total_min"] = (s["standard_s_per_epoch"] * len(std)
                                                      + report["search_seconds"]) / 60
                 seeds.append(s)
             row = {"source": OURS, "model": model, "dataset": dataset, "seeds": len(seeds)}

@@ -9,7 +9,10 @@ module's after fine-tuning (m-ACC) and the loss M-ACC - m-ACC (Table 7), and the
 accuracy before fine-tuning with its gates removed, kept and folded (no paper figure). Table 8:
 the same sub-tasks' kernel share of CNNSplitter's modules beside MwT's, for the baseline models.
 Means (± std) are over the sub-tasks of each M and the seeds. Every sub-task's result is a JSON
-file under ``reuse/``, reused by the next invocation.
+file under ``reuse/`` of ``--out`` (Table 8's under ``shares/``, the 10-class row's in the pairs'
+records, ``mwt.experiments.pairs``), reused by the next invocation: the runs are loaded only for
+what is not there, so sub-tasks finished in an earlier working session count even when their
+runs are gone.
 """
 
 import functools
@@ -23,8 +26,8 @@ from dataclasses import dataclass
 from mwt.errors import MwtWarning
 from mwt.experiments import paper
 from mwt.experiments.common import Outcome
+from mwt.experiments.pairs import Pair, final_acc
 from mwt.experiments.presets import REUSE_TARGET, TUNING_NOTE, VIT_TARGET_BOUNDS
-from mwt.experiments.rq1 import train_pair
 from mwt.experiments.steps import is_transformer, mean_std
 from mwt.experiments.tables import OURS, Column, Table, percent, pyplot, save_figure
 
@@ -129,17 +132,18 @@ def reuse_one(ws, loaded: _Loaded, mods, classes) -> dict:
 def reuse_results(ws, model, dataset, seed, subtasks) -> list[dict]:
     """Every sub-task's result for one model, dataset and seed (cached per sub-task and
     fine-tuning protocol)."""
-    std, mod = train_pair(ws, model, dataset, seed)
-    mods = ws.ensure_modules(mod)
-    folder = ws.subdir("reuse", mod.name)
+    pair = Pair(ws, model, dataset, seed)
+    folder = ws.subdir("reuse", pair.name)
     state: dict = {}
 
-    def compute(classes):
+    def compute(classes):  # the runs are needed only for a sub-task not finished before
         if "loaded" not in state:
+            std, mod = pair.runs()
+            state["mods"] = ws.ensure_modules(mod)
             state["loaded"] = _load(ws, std, mod)
-        return reuse_one(ws, state["loaded"], mods, classes)
+        return reuse_one(ws, state["loaded"], state["mods"], classes)
 
-    return cached_subtasks(ws, folder, mod.name, subtasks, compute, finetune_tag(ws.preset),
+    return cached_subtasks(ws, folder, pair.name, subtasks, compute, finetune_tag(ws.preset),
                            {"model": model, "dataset": dataset, "seed": seed})
 
 
@@ -160,12 +164,11 @@ def cached_subtasks(ws, folder, run_name: str, subtasks, compute, tag: str,
 def modular_model_rows(ws, model, dataset, seeds) -> list[dict]:
     """The paper's 10-class row of Table 7: its "module" of all classes is the modular model
     itself, so m-ACC is the modular model's test accuracy (Table 2) and M-ACC the standard's."""
-    from mwt.experiments.rq1 import final_acc
-
     rows = []
     for seed in seeds:
-        std, mod = train_pair(ws, model, dataset, seed)
-        std_acc, mod_acc = final_acc(std), final_acc(mod)
+        record = Pair(ws, model, dataset, seed).record()
+        std_acc = final_acc(record["standard"]["history"])
+        mod_acc = final_acc(record["modular"]["history"])
         rows.append({"model": model, "dataset": dataset, "seed": seed, "std_acc": std_acc,
                      "module_acc": mod_acc,
                      "loss": None if None in (std_acc, mod_acc) else std_acc - mod_acc})
@@ -173,21 +176,29 @@ def modular_model_rows(ws, model, dataset, seeds) -> list[dict]:
 
 
 def kernel_shares(ws, model, dataset, seed, subtasks) -> list[dict]:
-    """Table 8: the kernel share of MwT's and CNNSplitter's mixed modules per sub-task."""
-    std, mod = train_pair(ws, model, dataset, seed)
-    mods = ws.ensure_modules(mod)
-    found = ws.ensure_cnnsplitter(std)
-    rows = []
-    for m, tasks in subtasks.items():
-        for classes in tasks:
-            row = {"model": model, "dataset": dataset, "seed": seed, "m": m,
-                   "classes": list(classes),
-                   "mwt": percent(float(mods.kernels_for(list(classes)).float().mean()))}
-            if found is not None:
-                row["cnnsplitter"] = percent(float(found[0].kernels_for(list(classes))
-                                                   .float().mean()))
-            rows.append(row)
-    return rows
+    """Table 8: the kernel share of MwT's and CNNSplitter's mixed modules per sub-task, kept in
+    ``shares/`` of ``--out`` (as the pairs' records are) for the same sub-tasks and search."""
+    pair = Pair(ws, model, dataset, seed)
+
+    def compute():
+        std, mod = pair.runs()
+        mods = ws.ensure_modules(mod)
+        found = ws.ensure_cnnsplitter(std)
+        rows = []
+        for m, tasks in subtasks.items():
+            for classes in tasks:
+                row = {"model": model, "dataset": dataset, "seed": seed, "m": m,
+                       "classes": list(classes),
+                       "mwt": percent(float(mods.kernels_for(list(classes)).float().mean()))}
+                if found is not None:
+                    row["cnnsplitter"] = percent(float(found[0].kernels_for(list(classes))
+                                                       .float().mean()))
+                rows.append(row)
+        return rows
+
+    key = {"pair": pair.record_key(), "subtasks": {str(m): t for m, t in subtasks.items()}}
+    return ws.cached(ws.out / "shares" / f"{pair.name}.json", compute,
+                     f"kernel shares of {pair.name}", key=key)
 
 
 def _num_classes(ws, dataset) -> int:

@@ -137,7 +137,7 @@ def _figure6(ws, model, dataset, sweeps, runs):
         for alpha, beta in settings:
             value = alpha if weight == "alpha" else beta
             for row, (key, label) in enumerate(FIGURE6_PANELS):
-                xs, ys = curves(runs[(alpha, beta)], key)
+                xs, ys = curves([history(r) for r in runs[(alpha, beta)]], key)
                 axes[row][col].plot(xs, ys, "-o", markersize=3, label=f"{weight} = {value:g}")
                 axes[row][col].set_ylabel(label)
                 axes[row][col].grid(alpha=0.3)

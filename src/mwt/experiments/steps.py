@@ -11,6 +11,7 @@ the same command, losing at most the step it was in.
 """
 
 import contextlib
+import json
 import math
 import statistics
 import sys
@@ -51,6 +52,7 @@ class Workspace:
         self._t0 = time.perf_counter()
         self.trained: list[str] = []   # runs trained (or resumed) by this invocation
         self.reused: list[str] = []    # finished runs found on disk
+        self.recorded: list[str] = []  # pairs read from their records in out (runs not needed)
 
     # -- progress ----------------------------------------------------------------------------
 
@@ -62,18 +64,22 @@ class Workspace:
 
     # -- JSON results ------------------------------------------------------------------------
 
-    def cached(self, path: Path, compute, what: str):
-        """The JSON result at ``path``: read back when it exists, else computed and written
+    def cached(self, path: Path, compute, what: str, key=None):
+        """The JSON result at ``path``: read back when it exists (and was made with the same
+        ``key``, the settings it depends on beyond its file name), else computed and written
         atomically (so a killed experiment keeps every result it finished)."""
         path = Path(path)
+        key = None if key is None else json.loads(json.dumps(key))  # as it reads back
         if path.is_file():
             with contextlib.suppress(MwtError):  # unreadable: computed again below
                 saved = read_json(path)
-                if saved.get("format") == RESULT_FORMAT and "result" in saved:
+                if (saved.get("format") == RESULT_FORMAT and "result" in saved
+                        and saved.get("key") == key):
                     return saved["result"]
         self.log(what)
         result = compute()
-        write_json(path, {"format": RESULT_FORMAT, "result": result})
+        write_json(path, {"format": RESULT_FORMAT, "result": result,
+                          **({} if key is None else {"key": key})})
         return result
 
     # -- training runs -----------------------------------------------------------------------
