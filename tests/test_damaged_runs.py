@@ -107,7 +107,9 @@ def micro_rq2(tmp_path_factory):
 
 
 def _rq2_copy(micro_rq2, tmp_path):
+    """The experiment's folder before its pairs were recorded, so that it reads its runs."""
     shutil.copytree(micro_rq2 / "rq2", tmp_path / "rq2")
+    shutil.rmtree(tmp_path / "rq2" / "pairs")
     return tmp_path / "rq2"
 
 
