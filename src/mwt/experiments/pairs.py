@@ -11,12 +11,13 @@ with the same run settings, tau and CNNSplitter search (its ``key``); otherwise 
 are found, resumed or trained again and the record is made anew.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from mwt.experiments.common import _now, environment
-from mwt.experiments.steps import history
+from mwt.experiments.steps import WHERE_THE_DATA_ARE, history
 from mwt.experiments.tables import percent
 
 PAIRS = "pairs"  # the records' folder in an experiment's --out
@@ -32,15 +33,16 @@ class Pair:
     dataset: str
     seed: int
 
+    @functools.cached_property
     def specs(self):
         """(standard, modular) RunSpecs."""
         return tuple(self.ws.spec(self.model, self.dataset, standard=standard, seed=self.seed)
                      for standard in (True, False))
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
         """The modular run's name: the record's, and its reuse results' folder's."""
-        return self.ws.run_name(self.specs()[1])
+        return self.ws.run_name(self.specs[1])
 
     @property
     def has_baseline(self) -> bool:
@@ -48,34 +50,33 @@ class Pair:
 
     def runs(self) -> tuple[Path, Path]:
         """The finished (standard, modular) run directories: found, resumed or trained."""
-        std, mod = self.specs()
+        std, mod = self.specs
         return self.ws.ensure_run(std), self.ws.ensure_run(mod)
 
     def record(self) -> dict:
         """What the RQs read of this pair (see the module's docstring), made once."""
-        path = self.ws.out / PAIRS / f"{self.name}.json"
-        existed = path.is_file()
-        record = self.ws.cached(path, self._make, f"recording {self.name}",
-                                key=self.record_key())
-        if existed and self.name not in self.ws.recorded and not self._made:
+        made = []
+
+        def make():
+            made.append(True)
+            return self._make()
+
+        record = self.ws.cached(self.ws.out / PAIRS / f"{self.name}.json", make,
+                                f"recording {self.name}", key=self.record_key())
+        if not made and self.name not in self.ws.recorded:
             self.ws.recorded.append(self.name)
         return record
 
     # -- how a record is made --------------------------------------------------------------
-
-    @property
-    def _made(self) -> bool:
-        return self.name in self.ws.trained or self.name in self.ws.reused
 
     def record_key(self) -> dict:
         """The settings a record depends on: the runs', tau and CNNSplitter's search."""
         from mwt.baselines import default_config
 
         def settings(spec):
-            saved = spec.to_dict()
-            return {k: v for k, v in saved.items() if k not in ("data_dir", "download")}
+            return {k: v for k, v in spec.to_dict().items() if k not in WHERE_THE_DATA_ARE}
 
-        std, mod = self.specs()
+        std, mod = self.specs
         search = (default_config(**self.ws.preset.cnnsplitter).to_dict()
                   if self.has_baseline else None)
         return {"standard": settings(std), "modular": settings(mod), "tau": self.ws.preset.tau,

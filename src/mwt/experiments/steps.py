@@ -27,6 +27,9 @@ from mwt.io import make_dir, read_json, write_json
 from mwt.module_set import list_module_sets
 
 RESULT_FORMAT = "mwt-experiment-result/1"
+# RunSpec fields that say where a run's data are, not what the run is: ignored when a run or a
+# record is compared with the spec an experiment asks for.
+WHERE_THE_DATA_ARE = ("data_dir", "download")
 
 
 def fmt_number(value: float) -> str:
@@ -214,7 +217,7 @@ def _check_same_spec(path: Path, spec: RunSpec) -> None:
     saved = RunSpec.load(path).to_dict()
     wanted = spec.to_dict()
     for key in sorted(set(saved) | set(wanted)):
-        if key in ("train", "data_dir", "download"):  # where the data are is not the run
+        if key == "train" or key in WHERE_THE_DATA_ARE:
             continue
         if saved.get(key) != wanted.get(key):
             raise MwtError(f"{path} holds a run with {key} {saved.get(key)!r}, not "
