@@ -127,7 +127,7 @@ class _Search:
         return [[torch.sort(seg[c], descending=True, stable=True).indices
                  for seg in importance_] for c in range(self.classes)]
 
-    def _logits(self, masks: torch.Tensor, targets: torch.Tensor, x=None, desc="",
+    def logits(self, masks: torch.Tensor, targets: torch.Tensor, x=None, desc="",
                 cache: bool = False) -> torch.Tensor:
         bar = tqdm(total=len(masks), desc=desc, leave=False, disable=not self.progress,
                    dynamic_ncols=True)
@@ -153,7 +153,7 @@ class _Search:
                 layer[orders[c][s][:keep]] = True
                 for i in group:
                     masks[c, starts[i]:starts[i + 1]] = layer
-            logits = self._logits(masks, torch.arange(self.classes),
+            logits = self.logits(masks, torch.arange(self.classes),
                                   desc=f"sensitivity {s + 1}/{len(self.layout.groups)}")
             result.append(float((composed_predictions(logits) == self.y).double().mean()))
         return result
@@ -169,7 +169,7 @@ class _Search:
         targets = torch.arange(c).repeat_interleave(cfg.population)
         flat = masks.reshape(c * cfg.population, -1)
         hits = self.scorer.hits
-        logits = self._logits(flat, targets, desc=f"generation {g}/{cfg.generations}",
+        logits = self.logits(flat, targets, desc=f"generation {g}/{cfg.generations}",
                               cache=True).view(c, cfg.population, -1)
         # the next population's kept parents are among these: keep only their logits
         self.scorer.keep_only(flat, targets)

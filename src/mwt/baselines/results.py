@@ -34,7 +34,7 @@ def search_results(model, search, state: SearchState, train_data, test_data, nam
     masks = state.best_masks
     c = len(names)
     x_test, y_test = as_tensors(test_data)
-    logits = search._logits(masks, torch.arange(c), x=x_test.to(device), desc="test set")
+    logits = search.logits(masks, torch.arange(c), x=x_test.to(device), desc="test set")
     composed_test = float((composed_predictions(logits) == y_test.to(device)).double().mean())
     standard_test = evaluate(model, test_data, device=device)["acc"]
     sets, labels, _ = collect_kernel_sets(model, train_data, config.batch_size, device)
