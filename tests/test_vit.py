@@ -107,6 +107,9 @@ def test_macs_of_a_module_are_the_hand_count_and_fall_with_units():
     assert mwt.count_macs(plain, SHAPE) < mwt.count_macs(whole, SHAPE)
     for module in (plain, whole):
         assert unit_block_macs(module, SHAPE) == _hand_macs(module, SHAPE, blocks_only=True)
+        _, per_layer = mwt.count_macs(module, SHAPE, per_layer=True)  # reuse's one-pass form
+        assert (unit_block_macs(module, SHAPE, per_layer=per_layer)
+                == _hand_macs(module, SHAPE, blocks_only=True))
     assert unit_block_macs(mwt.create_model("vgg16", 10, 1, 0.125), SHAPE) == 0
 
 

@@ -143,13 +143,17 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], *, per_layer: boo
     return total, counts
 
 
-def unit_block_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+def unit_block_macs(model: nn.Module, input_shape: tuple[int, ...], *,
+                    per_layer: dict[str, int | list[str]] | None = None) -> int:
     """The MACs inside a model's unit blocks (a transformer's attention, QK^T and AV included,
     and its MLPs): what cutting heads and neurons can reduce, without the patch embedding,
-    LayerNorms and head. 0 for a model without unit blocks (a CNN)."""
+    LayerNorms and head. 0 for a model without unit blocks (a CNN). ``per_layer`` is
+    ``count_macs(model, input_shape, per_layer=True)[1]`` where the caller has it already, so
+    the model is not run a second time."""
     blocks = [n for n, m in model.named_modules() if isinstance(m, UnitBlock)]
     if not blocks:
         return 0
-    _, per_layer = count_macs(model, input_shape, per_layer=True)
+    if per_layer is None:
+        _, per_layer = count_macs(model, input_shape, per_layer=True)
     return sum(v for k, v in per_layer.items() if isinstance(v, int)
                and any(k == b or k.startswith(b + ".") for b in blocks))

@@ -238,8 +238,10 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
         history = result.history
     sub.eval()
     full = extract_module(model, torch.ones(mods.total_kernels, dtype=torch.bool))
-    macs_full, macs_sub = count_macs(full, input_shape), count_macs(sub, input_shape)
-    blocks_full = unit_block_macs(full, input_shape)  # a transformer's attention and MLPs
+    # One forward each gives the totals and a transformer's attention and MLP share.
+    macs_full, per_layer_full = count_macs(full, input_shape, per_layer=True)
+    macs_sub, per_layer_sub = count_macs(sub, input_shape, per_layer=True)
+    blocks_full = unit_block_macs(full, input_shape, per_layer=per_layer_full)
     params_full = sum(p.numel() for p in full.parameters())
     params_sub = sum(p.numel() for p in sub.parameters())
     sub.report = {
@@ -248,8 +250,9 @@ def reuse(model: nn.Module, mods: ModuleSet, classes, train_data, *, epochs: int
         "class_names": [mods.classes[i] for i in ids] if mods.classes else [],
         "kernel_share": kernel_share(module), "units": unit_noun(model),
         "macs": macs_sub, "macs_full": macs_full, "macs_ratio": macs_sub / macs_full,
-        "unit_block_macs_ratio": (unit_block_macs(sub, input_shape) / blocks_full
-                                  if blocks_full else None),
+        "unit_block_macs_ratio": (
+            unit_block_macs(sub, input_shape, per_layer=per_layer_sub) / blocks_full
+            if blocks_full else None),
         "params": params_sub, "params_full": params_full, "params_ratio": params_sub / params_full,
         "acc_before_finetune": before,
         "acc_after_finetune": {
