@@ -7,6 +7,7 @@ import torch
 
 from mwt.data import load_dataset
 from mwt.experiments import tune
+from mwt.io import read_json
 
 
 def test_validation_split_is_stratified_disjoint_and_fixed():
@@ -100,7 +101,7 @@ def test_fine_tuning_search_scores_every_protocol_on_validation_images(searched,
         assert 0 <= float(r["val_acc"]) <= 100 and 0 <= float(r["std_val_acc"]) <= 100
         assert abs(float(r["loss"]) - (float(r["std_val_acc"]) - float(r["val_acc"]))) < 1e-9
     # the standard model is scored on the 20 validation images of each class of the sub-task
-    state = tune_reuse.read_json(tmp_path / "reuse" / tune_reuse.STATE)
+    state = read_json(tmp_path / "reuse" / tune_reuse.STATE)
     for r in state["rows"]:
         assert round(r["std_val_acc"] * 20 * r["m"] / 100, 6) % 1 == 0
     assert "The test split is never read" in (tmp_path / "reuse" / "tuning-reuse.md").read_text()

@@ -12,9 +12,11 @@
 """
 
 import contextlib
+import csv
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
 import secrets
@@ -182,6 +184,15 @@ def check_creatable(path) -> None:
 
 def write_json(path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_csv(path, columns: list[str], rows: list[dict]) -> None:
+    """``rows`` as CSV with a header of ``columns`` (in that order), written atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, buffer.getvalue().encode())
 
 
 def write_json_lines(path, records: list[dict]) -> None:

@@ -15,8 +15,6 @@ written beside its figures.
 """
 
 import argparse
-import csv
-import io
 import sys
 import time
 from pathlib import Path
@@ -26,8 +24,9 @@ import torch
 from mwt.config import RunSpec, make_config
 from mwt.data import load_dataset
 from mwt.errors import MwtError
+from mwt.experiments.search_state import STATE, commands_with, read_state
 from mwt.gates import make_modular
-from mwt.io import atomic_write_bytes, check_writable, read_json, write_json
+from mwt.io import atomic_write_bytes, check_writable, read_json, write_csv, write_json
 from mwt.models import create_model
 from mwt.modularize import modularize
 from mwt.train import evaluate, train
@@ -45,7 +44,6 @@ CANDIDATES = {
 }
 STANDARD_KEYS = ("crop_padding", "hflip", "weight_decay")  # what a standard run depends on
 RESULT_FORMAT = "mwt-tuning-result/1"
-STATE = "search.json"  # in --out: every command and row so far (tuning.csv/.md are made from it)
 STATE_FORMAT = "mwt-tuning-search/1"
 COLUMNS = ["candidate", "model", "epochs", "crop_padding", "hflip", "alpha", "beta",
            "weight_decay", "standard_val_acc", "modular_val_acc", "acc_loss", "krr", "cohesion",
@@ -129,11 +127,7 @@ def score_candidate(name: str, model_name: str, data, val, epochs: int, width: f
 def write_tables(rows: list[dict], out: Path, header: str) -> None:
     """``tuning.csv`` (every figure) and ``tuning.md`` (rounded, with the split described)."""
     out.mkdir(parents=True, exist_ok=True)
-    buffer = io.StringIO()
-    w = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_bytes(out / "tuning.csv", buffer.getvalue().encode())
+    write_csv(out / "tuning.csv", COLUMNS, rows)
     lines = [header, "",
              "| candidate | model | epochs | crop | flip | alpha | beta | wd | standard val "
              "acc | modular val acc | loss (pt) | KRR % | cohesion | coupling |",
@@ -183,16 +177,11 @@ def main(argv=None) -> int:
             print("  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                    for k, v in rows[-1].items()), flush=True)
         out = Path(args.out)
-        state_path = out / STATE
-        state = read_json(state_path) if state_path.is_file() else {}
-        if state and state.get("format") != STATE_FORMAT:
-            raise MwtError(f"{state_path} was not written by this search; choose another --out")
+        state = read_state(out, STATE_FORMAT)
         done = {(r["candidate"], r["model"], r["epochs"]) for r in rows}
         previous = [r for r in state.get("rows", [])
                     if (r["candidate"], r["model"], r["epochs"]) not in done]
-        command = ("python -m mwt.experiments.tune "
-                   + " ".join(argv if argv is not None else sys.argv[1:]))
-        commands = [c for c in state.get("commands", []) if c != command] + [command]
+        commands = commands_with(state, "mwt.experiments.tune", argv)
         header = (f"# The cpu preset's settings search\n\nValidation split: "
                   f"{args.val_per_class} images per class of {args.dataset}'s training split "
                   f"(seed 0); training on the other {len(data)}. Width {args.width}, batch 128, "
@@ -204,7 +193,7 @@ def main(argv=None) -> int:
         rows = sorted(previous + rows, key=lambda r: (r["model"], r["epochs"],
                                                       order.index(r["candidate"])))
         write_tables(rows, out, header)
-        write_json(state_path, {"format": STATE_FORMAT, "commands": commands, "rows": rows})
+        write_json(out / STATE, {"format": STATE_FORMAT, "commands": commands, "rows": rows})
     except MwtError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -16,8 +16,6 @@ the means per protocol and M.
 """
 
 import argparse
-import csv
-import io
 import itertools
 import sys
 import time
@@ -28,14 +26,14 @@ from mwt.checkpoint import load_run
 from mwt.data import load_dataset
 from mwt.errors import MwtError, MwtWarning
 from mwt.experiments.rq3 import GATE_STARTS, draw_subtasks
+from mwt.experiments.search_state import STATE, commands_with, read_state
 from mwt.experiments.steps import mean_std
 from mwt.experiments.tune import validation_split
-from mwt.io import atomic_write_bytes, check_writable, read_json, write_json
+from mwt.io import atomic_write_bytes, check_writable, write_csv, write_json
 from mwt.modularize import modularize
 from mwt.reuse import MIN_FINETUNE_STEPS, reuse, select_classes, subtask_accuracy
 from mwt.runs import run_augmentation
 
-STATE = "search.json"
 STATE_FORMAT = "mwt-reuse-tuning/1"
 COLUMNS = ["protocol", "m", "subtasks", "val_acc", "val_acc_std", "std_val_acc", "loss",
            "loss_std", "before_acc", "epochs_run", "seconds"]
@@ -98,11 +96,7 @@ def summarize(rows: list[dict], order: list[str]) -> list[dict]:
 
 
 def write_tables(summary: list[dict], out: Path, header: str) -> None:
-    buffer = io.StringIO()
-    w = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(summary)
-    atomic_write_bytes(out / "tuning-reuse.csv", buffer.getvalue().encode())
+    write_csv(out / "tuning-reuse.csv", COLUMNS, summary)
 
     def f(v, digits=2):
         return "-" if v is None else f"{v:.{digits}f}"
@@ -158,9 +152,7 @@ def main(argv=None) -> int:
         tasks = draw_subtasks(full.num_classes, args.sizes, args.subtasks, args.subtask_seed)
         out.mkdir(parents=True, exist_ok=True)
         state_path = out / STATE
-        state = read_json(state_path) if state_path.is_file() else {}
-        if state and state.get("format") != STATE_FORMAT:
-            raise MwtError(f"{state_path} was not written by this search; choose another --out")
+        state = read_state(out, STATE_FORMAT)
         if state and state.get("run") != str(args.run):
             raise MwtError(f"{out} holds the search of {state.get('run')}; choose another --out")
         rows = state.get("rows", [])
@@ -184,9 +176,7 @@ def main(argv=None) -> int:
                     print(f"{protocol['name']} M={m} {list(classes)}: val {row['val_acc']:.2f}"
                           f" (standard {row['std_val_acc']}), {row['seconds']:.0f}s",
                           flush=True)
-        command = "python -m mwt.experiments.tune_reuse " + " ".join(
-            argv if argv is not None else sys.argv[1:])
-        commands = [c for c in state.get("commands", []) if c != command] + [command]
+        commands = commands_with(state, "mwt.experiments.tune_reuse", argv)
         write_json(state_path, {"format": STATE_FORMAT, "run": str(args.run), "rows": rows,
                                 "commands": commands})
         header = (f"# The cpu preset's fine-tuning search\n\nModule set: `{args.run}` at tau "
